@@ -1,0 +1,247 @@
+//! `AppState`, the one route table, the middleware stack, and starting and
+//! stopping the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::config::Config;
+use crate::store::{Db, PoolSettings, StoreError};
+use crate::web;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+}
+
+/// Largest request body accepted: forms and JSON here are small.
+const BODY_LIMIT: usize = 64 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn router(state: AppState) -> Router {
+    let https = state.config.is_https();
+    let routes = Router::new()
+        .route("/healthz", get(web::health::healthz))
+        .route("/readyz", get(web::health::readyz))
+        .route("/static/{*path}", get(web::assets::serve));
+
+    let x_request_id = HeaderName::from_static("x-request-id");
+    let mut security_headers = vec![
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        // Links carry secrets: never leak a URL to another site.
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ];
+    if https {
+        security_headers.push((
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ));
+    }
+    let mut router = routes.fallback(not_found).with_state(state);
+    for (name, value) in security_headers {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(
+                x_request_id.clone(),
+                MakeRequestUuid,
+            ))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+            .layer(PropagateRequestIdLayer::new(x_request_id))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT,
+            ))
+            .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+            .layer(CompressionLayer::new()),
+    )
+}
+
+/// The span of one request. It names the matched route template, never the
+/// raw path or query: those can carry link secrets or `?access_token=`.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("(unmatched)");
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong on our side. It has been logged.\n",
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not found.\n").into_response()
+}
+
+/// Why the server could not start; each message is one line an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "cannot listen on {addr}: {reason} (is another server using it? set KEYSMITH_ADDR to a free address)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        reason: std::io::Error,
+    },
+}
+
+/// A server running in the background; `shutdown` stops it gracefully.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.map_err(std::io::Error::other)??;
+        self.state.db.close().await;
+        Ok(())
+    }
+
+    /// Resolves when the server stops on its own (it only does on an I/O error).
+    pub async fn wait(&mut self) -> std::io::Result<()> {
+        (&mut self.task).await.map_err(std::io::Error::other)?
+    }
+}
+
+/// Opens and migrates the store, binds the address and starts serving.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let db = Db::connect(&config.database_url, &PoolSettings::default()).await?;
+    db.migrate().await?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|reason| StartError::Bind {
+            addr: config.addr,
+            reason,
+        })?;
+    let addr = listener.local_addr().map_err(|reason| StartError::Bind {
+        addr: config.addr,
+        reason,
+    })?;
+    let mut config = config;
+    if config.public_url.port() == Some(0) {
+        // KEYSMITH_ADDR asked for any free port and no public URL was given:
+        // links must name the port the OS actually chose.
+        let _ = config.public_url.set_port(Some(addr.port()));
+    }
+    let state = AppState {
+        config: Arc::new(config),
+        db,
+    };
+    let app = router(state.clone());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    tracing::info!(%addr, database = state.db.backend_name(), "keysmith is listening");
+    Ok(RunningServer {
+        addr,
+        state,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// `keysmith serve`: runs until SIGINT or SIGTERM, then drains and exits.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let public = config.public_url.clone();
+    let mut server = start(config).await?;
+    println!("Keysmith is running at {public}  (Ctrl-C stops it)");
+    tokio::select! {
+        result = server.wait() => return Ok(result?),
+        () = shutdown_signal() => {}
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

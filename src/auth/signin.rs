@@ -1,0 +1,60 @@
+//! Sign-in links: minted for a known, active user, valid ten minutes, single
+//! use; a new link retires the older ones.
+
+use crate::config::Config;
+use crate::domain::EmailAddress;
+use crate::store::links::{self, LinkKind, NewLink};
+use crate::store::{Db, StoreError, orgs};
+
+use super::links::LinkSecret;
+
+pub const SIGNIN_LINK_TTL_SECONDS: i64 = 10 * 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SigninLinkError {
+    #[error("no user has the email address {0}")]
+    UnknownUser(EmailAddress),
+    #[error("{0} is not an active member of any organization")]
+    NoActiveMembership(EmailAddress),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The path a sign-in link points at; the secret is a path segment so the
+/// route template, which is all the logs record, never contains it.
+pub fn signin_link_path(secret: &LinkSecret) -> String {
+    format!("/signin/link/{}", secret.expose_secret())
+}
+
+/// Mints a sign-in link for `email` and returns its absolute URL.
+pub async fn issue_signin_link(
+    db: &Db,
+    config: &Config,
+    email: &EmailAddress,
+    redirect_to: Option<&str>,
+) -> Result<String, SigninLinkError> {
+    let user = orgs::find_user_by_email(db, email)
+        .await?
+        .ok_or_else(|| SigninLinkError::UnknownUser(email.clone()))?;
+    if orgs::active_memberships(db, user.id).await?.is_empty() {
+        return Err(SigninLinkError::NoActiveMembership(email.clone()));
+    }
+    let secret = LinkSecret::generate();
+    let digest = secret.digest_hex();
+    let mut tx = db.begin().await?;
+    links::retire_for_user(&mut tx, LinkKind::SignIn, user.id).await?;
+    links::create(
+        &mut tx,
+        LinkKind::SignIn,
+        &NewLink {
+            secret_hash: &digest,
+            user_id: Some(user.id),
+            redirect_to,
+            ttl_seconds: SIGNIN_LINK_TTL_SECONDS,
+            ..NewLink::default()
+        },
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(config.public_link(&signin_link_path(&secret)))
+}

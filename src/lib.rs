@@ -1,0 +1,11 @@
+//! Keysmith: personal API tokens for a product — the settings page, the team
+//! controls, the notification emails and the bearer verification endpoints.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod store;
+pub mod token;
+pub mod web;

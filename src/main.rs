@@ -1,0 +1,143 @@
+//! The `keysmith` binary: parse the command line, load the configuration,
+//! call into the library. Errors end the process with one line and a
+//! non-zero status, never a backtrace.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keysmith::auth::signin::issue_signin_link;
+use keysmith::config::Config;
+use keysmith::domain::{EmailAddress, OrgName};
+use keysmith::store::{Db, PoolSettings, orgs};
+
+#[derive(Parser)]
+#[command(
+    name = "keysmith",
+    version,
+    about = "Self-hosted personal API tokens: settings page, team controls, notification emails and bearer verification.",
+    long_about = "Self-hosted personal API tokens: settings page, team controls, notification emails and bearer verification.\n\n\
+        With no command, `keysmith` runs the server (the same as `keysmith serve`).\n\
+        Configuration comes from environment variables (KEYSMITH_ADDR, KEYSMITH_PUBLIC_URL, DATABASE_URL, \
+        KEYSMITH_SMTP_URL, KEYSMITH_TOKEN_PREFIX, …) and an optional keysmith.toml; see the README."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the web server (the default). Applies pending migrations first.
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Create an organization with EMAIL as its superuser. Safe to run again.
+    Bootstrap {
+        /// The organization's name (1-100 characters).
+        #[arg(long, value_name = "NAME")]
+        org: String,
+        /// The superuser's email address.
+        #[arg(long, value_name = "EMAIL")]
+        email: String,
+    },
+    /// Print a single-use sign-in URL (valid 10 minutes) for an existing user.
+    SigninLink {
+        /// The user's email address.
+        email: String,
+    },
+}
+
+/// Usage and configuration errors exit 2; failures while running exit 1.
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = Config::from_env()
+        .map_err(|e| Failure::Usage(format!("configuration error: {e}")))
+        .and_then(|config| {
+            tokio::runtime::Runtime::new()
+                .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?
+                .block_on(run(cli.command.unwrap_or(Command::Serve), config))
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("keysmith: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(msg)) => {
+            eprintln!("keysmith: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<(), Failure> {
+    let runtime = |e: &dyn std::fmt::Display| Failure::Runtime(e.to_string());
+    match command {
+        Command::Serve => keysmith::app::serve(config).await.map_err(|e| runtime(&e)),
+        Command::Migrate => {
+            let db = open(&config).await?;
+            db.migrate().await.map_err(|e| runtime(&e))?;
+            println!(
+                "Database is up to date ({}).",
+                config.database_url.redacted()
+            );
+            Ok(())
+        }
+        Command::Bootstrap { org, email } => {
+            let org = OrgName::parse(&org).map_err(|e| Failure::Usage(format!("--org: {e}")))?;
+            let email =
+                EmailAddress::parse(&email).map_err(|e| Failure::Usage(format!("--email: {e}")))?;
+            let db = open(&config).await?;
+            db.migrate().await.map_err(|e| runtime(&e))?;
+            let done = orgs::bootstrap(&db, &org, &email)
+                .await
+                .map_err(|e| runtime(&e))?;
+            let what = match (done.created_organization, done.changed_membership) {
+                (true, _) => "Created organization",
+                (false, true) => "Updated organization",
+                (false, false) => "Organization already set up:",
+            };
+            println!(
+                "{what} \"{}\" (id {}) with superuser {}.",
+                done.organization.name, done.organization.id, done.user.email
+            );
+            println!("Sign in with: keysmith signin-link {}", done.user.email);
+            Ok(())
+        }
+        Command::SigninLink { email } => {
+            let email =
+                EmailAddress::parse(&email).map_err(|e| Failure::Usage(format!("EMAIL: {e}")))?;
+            let db = open(&config).await?;
+            db.migrate().await.map_err(|e| runtime(&e))?;
+            let url = issue_signin_link(&db, &config, &email, None)
+                .await
+                .map_err(|e| runtime(&e))?;
+            println!("{url}");
+            eprintln!("This link signs in {email} once, within 10 minutes.");
+            Ok(())
+        }
+    }
+}
+
+async fn open(config: &Config) -> Result<Db, Failure> {
+    Db::connect(&config.database_url, &PoolSettings::default())
+        .await
+        .map_err(|e| Failure::Runtime(e.to_string()))
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KEYSMITH_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("keysmith=info,tower_http=info,warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}

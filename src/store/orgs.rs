@@ -1,0 +1,227 @@
+//! Organizations, users and memberships.
+
+use sqlx::AnyConnection;
+
+use super::{AuditEvent, Db, StoreResult, conflict_on_unique, record_audit, unix_now};
+use crate::domain::{EmailAddress, OrgName};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organization {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Superuser,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Superuser => "superuser",
+            Role::Member => "member",
+        }
+    }
+
+    fn from_stored(s: &str) -> Role {
+        if s == "superuser" {
+            Role::Superuser
+        } else {
+            Role::Member
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub organization: Organization,
+    pub user_id: i64,
+    pub role: Role,
+    /// "Can create and manage personal API tokens"; superusers always can.
+    pub can_manage_tokens: bool,
+    pub disabled: bool,
+}
+
+impl Membership {
+    pub fn may_manage_tokens(&self) -> bool {
+        !self.disabled && (self.role == Role::Superuser || self.can_manage_tokens)
+    }
+}
+
+/// What `bootstrap` found and did, for the CLI to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrapped {
+    pub organization: Organization,
+    pub user: User,
+    pub created_organization: bool,
+    pub created_user: bool,
+    /// The membership was created, or changed to an enabled superuser.
+    pub changed_membership: bool,
+}
+
+pub async fn count_organizations(db: &Db) -> StoreResult<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM organizations")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(n)
+}
+
+/// Makes sure `name` exists with `email` as an enabled superuser. Running it
+/// again with the same values changes nothing.
+pub async fn bootstrap(db: &Db, name: &OrgName, email: &EmailAddress) -> StoreResult<Bootstrapped> {
+    let mut tx = db.begin().await?;
+    let now = unix_now();
+
+    let existing: Option<(i64,)> = sqlx::query_as("SELECT id FROM organizations WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (org_id, created_organization) = match existing {
+        Some((id,)) => (id, false),
+        None => {
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO organizations (name, created_at) VALUES ($1, $2) RETURNING id",
+            )
+            .bind(name.as_str())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(conflict_on_unique(
+                "an organization with this name was just created",
+            ))?;
+            (id, true)
+        }
+    };
+
+    let (user, created_user) = find_or_create_user(&mut tx, email).await?;
+
+    let membership: Option<(String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT role, can_manage_tokens, disabled_at FROM memberships \
+         WHERE organization_id = $1 AND user_id = $2",
+    )
+    .bind(org_id)
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let changed_membership = match membership {
+        None => {
+            sqlx::query(
+                "INSERT INTO memberships (organization_id, user_id, role, can_manage_tokens, joined_at, created_at) \
+                 VALUES ($1, $2, 'superuser', 1, $3, $3)",
+            )
+            .bind(org_id)
+            .bind(user.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            true
+        }
+        Some((role, can, disabled)) if role != "superuser" || can != 1 || disabled.is_some() => {
+            sqlx::query(
+                "UPDATE memberships SET role = 'superuser', can_manage_tokens = 1, disabled_at = NULL \
+                 WHERE organization_id = $1 AND user_id = $2",
+            )
+            .bind(org_id)
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+            true
+        }
+        Some(_) => false,
+    };
+
+    if created_organization || created_user || changed_membership {
+        record_audit(
+            &mut tx,
+            &AuditEvent {
+                organization_id: Some(org_id),
+                subject_user_id: Some(user.id),
+                action: "organization.bootstrapped",
+                detail: Some("keysmith bootstrap"),
+                ..AuditEvent::default()
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+
+    Ok(Bootstrapped {
+        organization: Organization {
+            id: org_id,
+            name: name.as_str().to_string(),
+        },
+        user,
+        created_organization,
+        created_user,
+        changed_membership,
+    })
+}
+
+pub async fn find_or_create_user(
+    conn: &mut AnyConnection,
+    email: &EmailAddress,
+) -> StoreResult<(User, bool)> {
+    let found: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, email FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if let Some((id, email)) = found {
+        return Ok((User { id, email }, false));
+    }
+    let (id,): (i64,) =
+        sqlx::query_as("INSERT INTO users (email, created_at) VALUES ($1, $2) RETURNING id")
+            .bind(email.as_str())
+            .bind(unix_now())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(conflict_on_unique(
+                "a user with this email was just created",
+            ))?;
+    Ok((
+        User {
+            id,
+            email: email.as_str().to_string(),
+        },
+        true,
+    ))
+}
+
+pub async fn find_user_by_email(db: &Db, email: &EmailAddress) -> StoreResult<Option<User>> {
+    let found: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, email FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(found.map(|(id, email)| User { id, email }))
+}
+
+/// The user's memberships that are not disabled, oldest first.
+pub async fn active_memberships(db: &Db, user_id: i64) -> StoreResult<Vec<Membership>> {
+    let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT o.id, o.name, m.role, m.can_manage_tokens FROM memberships m \
+         JOIN organizations o ON o.id = m.organization_id \
+         WHERE m.user_id = $1 AND m.disabled_at IS NULL ORDER BY m.id",
+    )
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(org_id, name, role, can)| Membership {
+            organization: Organization { id: org_id, name },
+            user_id,
+            role: Role::from_stored(&role),
+            can_manage_tokens: can == 1,
+            disabled: false,
+        })
+        .collect())
+}

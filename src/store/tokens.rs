@@ -1,0 +1,184 @@
+//! API tokens: rows are created with the token's digest (never the token),
+//! and are never deleted: a revoked token stays as a tombstone.
+
+use sqlx::AnyConnection;
+
+use super::{AuditEvent, Db, StoreResult, conflict_on_unique, record_audit, unix_now};
+use crate::domain::TokenLabel;
+use crate::token::{DisplayPrefix, ScopeSet, TokenDigest};
+
+/// Everything needed to store a freshly minted token.
+#[derive(Debug)]
+pub struct NewToken<'a> {
+    pub user_id: i64,
+    pub organization_id: i64,
+    pub label: &'a TokenLabel,
+    pub display_prefix: &'a DisplayPrefix,
+    pub digest: &'a TokenDigest,
+    pub scopes: &'a ScopeSet,
+    pub expires_at: Option<i64>,
+    pub project_ids: &'a [i64],
+    pub created_ip: Option<&'a str>,
+    pub created_user_agent: Option<&'a str>,
+}
+
+/// A stored token as the pages and APIs see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub user_id: i64,
+    pub organization_id: i64,
+    pub label: String,
+    pub display_prefix: String,
+    pub scopes: ScopeSet,
+    pub created_at: i64,
+    pub created_ip: Option<String>,
+    pub created_user_agent: Option<String>,
+    pub expires_at: Option<i64>,
+    pub disabled_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub last_used_method: Option<String>,
+    pub last_used_path: Option<String>,
+    pub last_used_ip: Option<String>,
+}
+
+type TokenRow = (
+    i64,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn record(row: TokenRow) -> TokenRecord {
+    let (
+        id,
+        user_id,
+        organization_id,
+        label,
+        display_prefix,
+        scopes,
+        created_at,
+        created_ip,
+        created_user_agent,
+        expires_at,
+        disabled_at,
+        revoked_at,
+        last_used_at,
+        last_used_method,
+        last_used_path,
+        last_used_ip,
+    ) = row;
+    TokenRecord {
+        id,
+        user_id,
+        organization_id,
+        label,
+        display_prefix,
+        scopes: ScopeSet::from_stored(&scopes),
+        created_at,
+        created_ip,
+        created_user_agent,
+        expires_at,
+        disabled_at,
+        revoked_at,
+        last_used_at,
+        last_used_method,
+        last_used_path,
+        last_used_ip,
+    }
+}
+
+/// Inserts the token, its project restriction and the `token.created` audit
+/// event. Fails with `Conflict` when the owner has a live token with this label.
+pub async fn create(conn: &mut AnyConnection, t: &NewToken<'_>) -> StoreResult<i64> {
+    let now = unix_now();
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO api_tokens (user_id, organization_id, label, display_prefix, token_hash, scopes, \
+         created_at, created_ip, created_user_agent, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+    )
+    .bind(t.user_id)
+    .bind(t.organization_id)
+    .bind(t.label.as_str())
+    .bind(t.display_prefix.as_str())
+    .bind(t.digest.to_hex())
+    .bind(t.scopes.to_stored())
+    .bind(now)
+    .bind(t.created_ip)
+    .bind(t.created_user_agent)
+    .bind(t.expires_at)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(conflict_on_unique("you already have a live token with this label"))?;
+    for project_id in t.project_ids {
+        sqlx::query("INSERT INTO api_token_projects (token_id, project_id) VALUES ($1, $2)")
+            .bind(id)
+            .bind(project_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    record_audit(
+        conn,
+        &AuditEvent {
+            organization_id: Some(t.organization_id),
+            actor_user_id: Some(t.user_id),
+            subject_user_id: Some(t.user_id),
+            token_id: Some(id),
+            action: "token.created",
+            ip: t.created_ip,
+            user_agent: t.created_user_agent,
+            ..AuditEvent::default()
+        },
+    )
+    .await?;
+    Ok(id)
+}
+
+/// The owner's tokens in one organization, newest first. Revoked ones only
+/// when asked for (they are tombstones).
+pub async fn list_for_owner(
+    db: &Db,
+    organization_id: i64,
+    user_id: i64,
+    include_revoked: bool,
+) -> StoreResult<Vec<TokenRecord>> {
+    let rows: Vec<TokenRow> = sqlx::query_as(
+        "SELECT id, user_id, organization_id, label, display_prefix, scopes, created_at, created_ip, \
+         created_user_agent, expires_at, disabled_at, revoked_at, last_used_at, last_used_method, \
+         last_used_path, last_used_ip FROM api_tokens \
+         WHERE organization_id = $1 AND user_id = $2 AND ($3 = 1 OR revoked_at IS NULL) \
+         ORDER BY created_at DESC, id DESC",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .bind(i64::from(include_revoked))
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(record).collect())
+}
+
+/// Finds a token by the digest of the presented secret.
+pub async fn find_by_digest(db: &Db, digest: &TokenDigest) -> StoreResult<Option<TokenRecord>> {
+    let row: Option<TokenRow> = sqlx::query_as(
+        "SELECT id, user_id, organization_id, label, display_prefix, scopes, created_at, created_ip, \
+         created_user_agent, expires_at, disabled_at, revoked_at, last_used_at, last_used_method, \
+         last_used_path, last_used_ip FROM api_tokens WHERE token_hash = $1",
+    )
+    .bind(digest.to_hex())
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(record))
+}

@@ -1,0 +1,4 @@
+//! Browser-facing handlers: pages, fragments and the assets they load.
+
+pub mod assets;
+pub mod health;

@@ -1,0 +1,1 @@
+// Keysmith page behaviour that htmx does not cover.

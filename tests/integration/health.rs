@@ -1,0 +1,85 @@
+//! `/healthz`, `/readyz`, security headers and request ids.
+
+use crate::backend_tests;
+use crate::harness::{Backend, TestApp};
+
+backend_tests!(
+    healthz_and_readyz_answer_200,
+    readyz_answers_503_when_the_database_does_not,
+    every_response_carries_security_headers_and_a_request_id,
+    unknown_paths_are_404,
+);
+
+async fn healthz_and_readyz_answer_200(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let r = app.get("/healthz").await;
+    assert_eq!(r.status(), 200);
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["database"], "ok");
+    app.shutdown().await;
+}
+
+async fn readyz_answers_503_when_the_database_does_not(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    // Closing the pool makes every query fail, as a lost database would.
+    app.db().close().await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status(), 503);
+    // The process itself is still up.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+async fn every_response_carries_security_headers_and_a_request_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for path in ["/healthz", "/no-such-page", "/static/app.css"] {
+        let r = app.get(path).await;
+        let h = r.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert!(!h["x-request-id"].is_empty(), "{path}");
+        // Plain http deployment: no HSTS.
+        assert!(h.get("strict-transport-security").is_none(), "{path}");
+    }
+    // A caller's request id is kept, so logs on both sides line up.
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-me-42");
+    app.shutdown().await;
+}
+
+async fn unknown_paths_are_404(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(app.get("/nope").await.status(), 404);
+    assert_eq!(app.get("/static/nope.css").await.status(), 404);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_public_url_turns_on_hsts() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("KEYSMITH_PUBLIC_URL", "https://keys.example.com")],
+    )
+    .await;
+    let r = app.get("/healthz").await;
+    assert!(
+        r.headers()["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=")
+    );
+    app.shutdown().await;
+}

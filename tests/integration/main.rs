@@ -1,0 +1,11 @@
+//! Integration tests: one binary (one link step) whose modules mirror the
+//! areas they test. Each test starts the real server on 127.0.0.1:0 with a
+//! fresh database through `harness::TestApp`.
+
+mod harness;
+
+mod cli;
+mod health;
+mod secrets;
+mod static_assets;
+mod store;
