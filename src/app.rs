@@ -23,6 +23,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::{Db, PoolSettings, StoreError};
 use crate::web;
@@ -32,6 +33,7 @@ use crate::web;
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
+    pub clock: Clock,
 }
 
 /// Largest request body accepted: forms and JSON here are small.
@@ -187,6 +189,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let state = AppState {
         config: Arc::new(config),
         db,
+        clock: Clock::default(),
     };
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();

@@ -344,6 +344,8 @@ pub struct Config {
     pub scopes: ScopeCatalogue,
     pub rate_limits: RateLimits,
     pub introspection_clients: Vec<IntrospectionClient>,
+    /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub session_idle_timeout: Duration,
     pub session_lifetime: Duration,
     /// Where the optional file was read from, for the start-up log.
@@ -361,6 +363,7 @@ struct FileConfig {
     smtp_url: Option<String>,
     mail_from: Option<String>,
     token_prefix: Option<String>,
+    trusted_proxies: Option<String>,
     session_idle_minutes: Option<u64>,
     session_lifetime_hours: Option<u64>,
     rate_limits: Option<RateLimits>,
@@ -489,6 +492,11 @@ impl Config {
             None => Vec::new(),
         };
 
+        let trusted_proxies = match get("KEYSMITH_TRUSTED_PROXIES", file.trusted_proxies.as_ref()) {
+            Some(raw) => parse_trusted_proxies(&raw)?,
+            None => Vec::new(),
+        };
+
         let idle_minutes = match vars.get("KEYSMITH_SESSION_IDLE_MINUTES") {
             Some(v) => parse_positive("KEYSMITH_SESSION_IDLE_MINUTES", v)?.into(),
             None => file.session_idle_minutes.unwrap_or(60 * 24),
@@ -515,6 +523,7 @@ impl Config {
             scopes,
             rate_limits,
             introspection_clients,
+            trusted_proxies,
             session_idle_timeout: Duration::from_secs(idle_minutes * 60),
             session_lifetime: Duration::from_secs(lifetime_hours * 3600),
             config_file,
@@ -572,6 +581,23 @@ fn parse_public_url(raw: &str) -> Result<Url, ConfigError> {
         return Err(err("must not contain a user name or password".into()));
     }
     Ok(url)
+}
+
+fn parse_trusted_proxies(raw: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "KEYSMITH_TRUSTED_PROXIES",
+                        format!("\"{s}\" is not an IP address or CIDR range (e.g. 10.0.0.5, 10.0.0.0/8, ::1)"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn parse_positive(setting: &str, raw: &str) -> Result<u32, ConfigError> {
@@ -770,6 +796,16 @@ mod tests {
             "{e}"
         );
         assert!(!e.to_string().contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn trusted_proxies_accept_addresses_and_ranges() {
+        let c = load(&[("KEYSMITH_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8,::1")]).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 3);
+        assert!(c.trusted_proxies[1].contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap()));
+        let e = load(&[("KEYSMITH_TRUSTED_PROXIES", "10.0.0.0/33")]).unwrap_err();
+        assert_eq!(e.setting, "KEYSMITH_TRUSTED_PROXIES");
+        assert!(load(&[]).unwrap().trusted_proxies.is_empty());
     }
 
     #[test]

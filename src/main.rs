@@ -115,9 +115,15 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                 EmailAddress::parse(&email).map_err(|e| Failure::Usage(format!("EMAIL: {e}")))?;
             let db = open(&config).await?;
             db.migrate().await.map_err(|e| runtime(&e))?;
-            let url = issue_signin_link(&db, &config, &email, None)
-                .await
-                .map_err(|e| runtime(&e))?;
+            let url = issue_signin_link(
+                &db,
+                &config,
+                &keysmith::clock::Clock::default(),
+                &email,
+                None,
+            )
+            .await
+            .map_err(|e| runtime(&e))?;
             println!("{url}");
             eprintln!("This link signs in {email} once, within 10 minutes.");
             Ok(())

@@ -1,6 +1,7 @@
 //! Sign-in links: minted for a known, active user, valid ten minutes, single
 //! use; a new link retires the older ones.
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::EmailAddress;
 use crate::store::links::{self, LinkKind, NewLink};
@@ -30,6 +31,7 @@ pub fn signin_link_path(secret: &LinkSecret) -> String {
 pub async fn issue_signin_link(
     db: &Db,
     config: &Config,
+    clock: &Clock,
     email: &EmailAddress,
     redirect_to: Option<&str>,
 ) -> Result<String, SigninLinkError> {
@@ -42,7 +44,8 @@ pub async fn issue_signin_link(
     let secret = LinkSecret::generate();
     let digest = secret.digest_hex();
     let mut tx = db.begin().await?;
-    links::retire_for_user(&mut tx, LinkKind::SignIn, user.id).await?;
+    let now = clock.unix();
+    links::retire_for_user(&mut tx, LinkKind::SignIn, user.id, now).await?;
     links::create(
         &mut tx,
         LinkKind::SignIn,
@@ -53,6 +56,7 @@ pub async fn issue_signin_link(
             ttl_seconds: SIGNIN_LINK_TTL_SECONDS,
             ..NewLink::default()
         },
+        now,
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;

@@ -2,7 +2,7 @@
 
 use sqlx::AnyConnection;
 
-use super::{StoreResult, unix_now};
+use super::StoreResult;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkKind {
@@ -60,8 +60,8 @@ pub async fn create(
     conn: &mut AnyConnection,
     kind: LinkKind,
     link: &NewLink<'_>,
+    now: i64,
 ) -> StoreResult<i64> {
-    let now = unix_now();
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO one_time_links (kind, secret_hash, user_id, organization_id, token_id, email, \
          redirect_to, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -86,11 +86,12 @@ pub async fn retire_for_user(
     conn: &mut AnyConnection,
     kind: LinkKind,
     user_id: i64,
+    now: i64,
 ) -> StoreResult<u64> {
     let done = sqlx::query(
         "UPDATE one_time_links SET used_at = $1 WHERE kind = $2 AND user_id = $3 AND used_at IS NULL",
     )
-    .bind(unix_now())
+    .bind(now)
     .bind(kind.as_str())
     .bind(user_id)
     .execute(&mut *conn)
@@ -128,6 +129,7 @@ pub async fn inspect(
     conn: &mut AnyConnection,
     kind: LinkKind,
     secret_hash: &str,
+    now: i64,
 ) -> StoreResult<LinkState> {
     let row: Option<LinkRow> = sqlx::query_as(
         "SELECT id, user_id, organization_id, token_id, email, redirect_to, expires_at, used_at \
@@ -140,7 +142,7 @@ pub async fn inspect(
     Ok(match row.map(record) {
         None => LinkState::Unknown,
         Some(r) if r.used_at.is_some() => LinkState::Used,
-        Some(r) if r.expires_at <= unix_now() => LinkState::Expired,
+        Some(r) if r.expires_at <= now => LinkState::Expired,
         Some(r) => LinkState::Valid(r),
     })
 }
@@ -151,8 +153,8 @@ pub async fn consume(
     conn: &mut AnyConnection,
     kind: LinkKind,
     secret_hash: &str,
+    now: i64,
 ) -> StoreResult<LinkState> {
-    let now = unix_now();
     let row: Option<LinkRow> = sqlx::query_as(
         "UPDATE one_time_links SET used_at = $1 \
          WHERE kind = $2 AND secret_hash = $3 AND used_at IS NULL AND expires_at > $1 \
@@ -166,9 +168,11 @@ pub async fn consume(
     match row {
         Some(r) => Ok(LinkState::Valid(record(r))),
         // Tell the caller why, for a helpful page.
-        None => inspect(conn, kind, secret_hash).await.map(|s| match s {
-            LinkState::Valid(_) => LinkState::Used,
-            other => other,
-        }),
+        None => inspect(conn, kind, secret_hash, now)
+            .await
+            .map(|s| match s {
+                LinkState::Valid(_) => LinkState::Used,
+                other => other,
+            }),
     }
 }

@@ -184,6 +184,7 @@ async fn signin_link_is_single_use(backend: Backend) {
     let url = issue_signin_link(
         app.db(),
         &app.state.config,
+        &app.state.clock,
         &EmailAddress::parse("ada@example.com").unwrap(),
         None,
     )
@@ -198,28 +199,48 @@ async fn signin_link_is_single_use(backend: Backend) {
     let mut conn = app.db().pool().acquire().await.unwrap();
     // Looking does not use it up.
     assert!(matches!(
-        links::inspect(&mut conn, LinkKind::SignIn, &secret.digest_hex())
-            .await
-            .unwrap(),
+        links::inspect(
+            &mut conn,
+            LinkKind::SignIn,
+            &secret.digest_hex(),
+            app.state.clock.unix()
+        )
+        .await
+        .unwrap(),
         LinkState::Valid(_)
     ));
     assert!(matches!(
-        links::consume(&mut conn, LinkKind::SignIn, &secret.digest_hex())
-            .await
-            .unwrap(),
+        links::consume(
+            &mut conn,
+            LinkKind::SignIn,
+            &secret.digest_hex(),
+            app.state.clock.unix()
+        )
+        .await
+        .unwrap(),
         LinkState::Valid(_)
     ));
     assert_eq!(
-        links::consume(&mut conn, LinkKind::SignIn, &secret.digest_hex())
-            .await
-            .unwrap(),
+        links::consume(
+            &mut conn,
+            LinkKind::SignIn,
+            &secret.digest_hex(),
+            app.state.clock.unix()
+        )
+        .await
+        .unwrap(),
         LinkState::Used
     );
     // Another kind of link never accepts a sign-in secret.
     assert_eq!(
-        links::consume(&mut conn, LinkKind::Revoke, &secret.digest_hex())
-            .await
-            .unwrap(),
+        links::consume(
+            &mut conn,
+            LinkKind::Revoke,
+            &secret.digest_hex(),
+            app.state.clock.unix()
+        )
+        .await
+        .unwrap(),
         LinkState::Unknown
     );
 }
@@ -239,18 +260,20 @@ async fn parallel_consumers_of_one_link_get_exactly_one_success(backend: Backend
             ttl_seconds: 600,
             ..NewLink::default()
         },
+        app.state.clock.unix(),
     )
     .await
     .unwrap();
     tx.commit().await.unwrap();
 
+    let now = app.state.clock.unix();
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let db = app.db().clone();
         let digest = digest.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = db.pool().acquire().await.unwrap();
-            links::consume(&mut conn, LinkKind::SignIn, &digest)
+            links::consume(&mut conn, LinkKind::SignIn, &digest, now)
                 .await
                 .unwrap()
         }));
@@ -279,25 +302,33 @@ async fn expired_and_unknown_links_are_told_apart(backend: Backend) {
         &NewLink {
             secret_hash: &digest,
             user_id: Some(b.user.id),
-            ttl_seconds: -1,
+            ttl_seconds: 600,
             ..NewLink::default()
         },
+        app.state.clock.unix(),
     )
     .await
     .unwrap();
     tx.commit().await.unwrap();
+    // Ten minutes and a second later, the link is dead.
+    app.state.clock.advance(std::time::Duration::from_secs(601));
     let mut conn = app.db().pool().acquire().await.unwrap();
     assert_eq!(
-        links::consume(&mut conn, LinkKind::SignIn, &digest)
+        links::consume(&mut conn, LinkKind::SignIn, &digest, app.state.clock.unix())
             .await
             .unwrap(),
         LinkState::Expired
     );
     let unknown = LinkSecret::generate().digest_hex();
     assert_eq!(
-        links::consume(&mut conn, LinkKind::SignIn, &unknown)
-            .await
-            .unwrap(),
+        links::consume(
+            &mut conn,
+            LinkKind::SignIn,
+            &unknown,
+            app.state.clock.unix()
+        )
+        .await
+        .unwrap(),
         LinkState::Unknown
     );
 }
@@ -306,10 +337,10 @@ async fn a_new_signin_link_retires_older_ones(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     bootstrap(&app, "ada@example.com").await;
     let email = EmailAddress::parse("ada@example.com").unwrap();
-    let old = issue_signin_link(app.db(), &app.state.config, &email, None)
+    let old = issue_signin_link(app.db(), &app.state.config, &app.state.clock, &email, None)
         .await
         .unwrap();
-    let new = issue_signin_link(app.db(), &app.state.config, &email, None)
+    let new = issue_signin_link(app.db(), &app.state.config, &app.state.clock, &email, None)
         .await
         .unwrap();
     let digest = |url: &str| {
@@ -319,15 +350,25 @@ async fn a_new_signin_link_retires_older_ones(backend: Backend) {
     };
     let mut conn = app.db().pool().acquire().await.unwrap();
     assert_eq!(
-        links::inspect(&mut conn, LinkKind::SignIn, &digest(&old))
-            .await
-            .unwrap(),
+        links::inspect(
+            &mut conn,
+            LinkKind::SignIn,
+            &digest(&old),
+            app.state.clock.unix()
+        )
+        .await
+        .unwrap(),
         LinkState::Used
     );
     assert!(matches!(
-        links::inspect(&mut conn, LinkKind::SignIn, &digest(&new))
-            .await
-            .unwrap(),
+        links::inspect(
+            &mut conn,
+            LinkKind::SignIn,
+            &digest(&new),
+            app.state.clock.unix()
+        )
+        .await
+        .unwrap(),
         LinkState::Valid(_)
     ));
 }
