@@ -225,3 +225,107 @@ pub async fn active_memberships(db: &Db, user_id: i64) -> StoreResult<Vec<Member
         })
         .collect())
 }
+
+/// Adds `email` to the organization as an active member (creating the user
+/// if needed). `Conflict` if they are a member already.
+pub async fn add_member(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    email: &EmailAddress,
+    role: Role,
+    can_manage_tokens: bool,
+    now: i64,
+) -> StoreResult<User> {
+    let (user, _) = find_or_create_user(conn, email).await?;
+    sqlx::query(
+        "INSERT INTO memberships (organization_id, user_id, role, can_manage_tokens, joined_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(organization_id)
+    .bind(user.id)
+    .bind(role.as_str())
+    .bind(i64::from(can_manage_tokens))
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict_on_unique("already a member of this organization"))?;
+    Ok(user)
+}
+
+/// Grants or withdraws "Can create and manage personal API tokens". Returns
+/// false when the membership does not exist or already has that value.
+pub async fn set_can_manage_tokens(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    user_id: i64,
+    allowed: bool,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE memberships SET can_manage_tokens = $1 \
+         WHERE organization_id = $2 AND user_id = $3 AND can_manage_tokens <> $1",
+    )
+    .bind(i64::from(allowed))
+    .bind(organization_id)
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Disables or re-enables a membership. Returns false when nothing changed.
+pub async fn set_member_disabled(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    user_id: i64,
+    disabled: bool,
+    now: i64,
+) -> StoreResult<bool> {
+    let done = if disabled {
+        sqlx::query(
+            "UPDATE memberships SET disabled_at = $1 \
+             WHERE organization_id = $2 AND user_id = $3 AND disabled_at IS NULL",
+        )
+        .bind(now)
+        .bind(organization_id)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?
+    } else {
+        sqlx::query(
+            "UPDATE memberships SET disabled_at = NULL \
+             WHERE organization_id = $1 AND user_id = $2 AND disabled_at IS NOT NULL",
+        )
+        .bind(organization_id)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?
+    };
+    Ok(done.rows_affected() == 1)
+}
+
+/// The membership of `user_id` in `organization_id`, disabled or not.
+pub async fn membership(
+    db: &Db,
+    organization_id: i64,
+    user_id: i64,
+) -> StoreResult<Option<Membership>> {
+    let row: Option<(String, String, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT o.name, m.role, m.can_manage_tokens, m.disabled_at FROM memberships m \
+         JOIN organizations o ON o.id = m.organization_id \
+         WHERE m.organization_id = $1 AND m.user_id = $2",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|(name, role, can, disabled)| Membership {
+        organization: Organization {
+            id: organization_id,
+            name,
+        },
+        user_id,
+        role: Role::from_stored(&role),
+        can_manage_tokens: can == 1,
+        disabled: disabled.is_some(),
+    }))
+}

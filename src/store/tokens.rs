@@ -182,3 +182,192 @@ pub async fn find_by_digest(db: &Db, digest: &TokenDigest) -> StoreResult<Option
     .await?;
     Ok(row.map(record))
 }
+
+/// Who is acting on a token, and from where; recorded in the audit event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Actor<'a> {
+    pub user_id: Option<i64>,
+    pub token_id: Option<i64>,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// Why a token was revoked, stored on the tombstone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// By its owner, on the settings page or the JSON API.
+    Owner,
+    /// By an organization superuser.
+    Superuser,
+    /// Through the "this wasn't me" link in an email.
+    EmailLink,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Owner => "owner",
+            RevokeReason::Superuser => "superuser",
+            RevokeReason::EmailLink => "email_link",
+        }
+    }
+}
+
+/// Revokes a live token of `organization_id`. Returns false when there is no
+/// such live token (unknown, another organization's, or already revoked):
+/// revocation is permanent and happens once.
+pub async fn revoke(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    token_id: i64,
+    reason: RevokeReason,
+    actor: &Actor<'_>,
+    now: i64,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = $1, revoked_by_user_id = $2, revoked_reason = $3 \
+         WHERE id = $4 AND organization_id = $5 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(actor.user_id)
+    .bind(reason.as_str())
+    .bind(token_id)
+    .bind(organization_id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    audit_token(
+        conn,
+        organization_id,
+        token_id,
+        "token.revoked",
+        Some(reason.as_str()),
+        actor,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Disables or re-enables a live token. Returns false when there is no such
+/// live token or it is already in that state.
+pub async fn set_disabled(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    token_id: i64,
+    disabled: bool,
+    actor: &Actor<'_>,
+    now: i64,
+) -> StoreResult<bool> {
+    let done = if disabled {
+        sqlx::query(
+            "UPDATE api_tokens SET disabled_at = $1 \
+             WHERE id = $2 AND organization_id = $3 AND revoked_at IS NULL AND disabled_at IS NULL",
+        )
+        .bind(now)
+        .bind(token_id)
+        .bind(organization_id)
+        .execute(&mut *conn)
+        .await?
+    } else {
+        sqlx::query(
+            "UPDATE api_tokens SET disabled_at = NULL \
+             WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL AND disabled_at IS NOT NULL",
+        )
+        .bind(token_id)
+        .bind(organization_id)
+        .execute(&mut *conn)
+        .await?
+    };
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let action = if disabled {
+        "token.disabled"
+    } else {
+        "token.enabled"
+    };
+    audit_token(conn, organization_id, token_id, action, None, actor).await?;
+    Ok(true)
+}
+
+/// Renames a live token. `Conflict` when the owner has another live token
+/// with this label; false when there is no such live token.
+pub async fn rename(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    token_id: i64,
+    label: &TokenLabel,
+    actor: &Actor<'_>,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE api_tokens SET label = $1 WHERE id = $2 AND organization_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(label.as_str())
+    .bind(token_id)
+    .bind(organization_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict_on_unique("you already have a live token with this label"))?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    audit_token(
+        conn,
+        organization_id,
+        token_id,
+        "token.renamed",
+        Some(label.as_str()),
+        actor,
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn audit_token(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    token_id: i64,
+    action: &str,
+    detail: Option<&str>,
+    actor: &Actor<'_>,
+) -> StoreResult<()> {
+    let (owner,): (i64,) = sqlx::query_as("SELECT user_id FROM api_tokens WHERE id = $1")
+        .bind(token_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    record_audit(
+        conn,
+        &AuditEvent {
+            organization_id: Some(organization_id),
+            actor_user_id: actor.user_id,
+            actor_token_id: actor.token_id,
+            subject_user_id: Some(owner),
+            token_id: Some(token_id),
+            action,
+            detail,
+            ip: actor.ip,
+            user_agent: actor.user_agent,
+        },
+    )
+    .await
+}
+
+/// One token by id within an organization, revoked or not.
+pub async fn find_in_org(
+    db: &Db,
+    organization_id: i64,
+    token_id: i64,
+) -> StoreResult<Option<TokenRecord>> {
+    let row: Option<TokenRow> = sqlx::query_as(
+        "SELECT id, user_id, organization_id, label, display_prefix, scopes, created_at, created_ip, \
+         created_user_agent, expires_at, disabled_at, revoked_at, last_used_at, last_used_method, \
+         last_used_path, last_used_ip FROM api_tokens WHERE id = $1 AND organization_id = $2",
+    )
+    .bind(token_id)
+    .bind(organization_id)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(record))
+}
