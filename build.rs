@@ -1,12 +1,14 @@
 //! Decides, at build time, which integration tests need services this machine
 //! lacks, so `cargo test` lists them as "ignored" with the reason instead of
 //! passing silently. Under `CI` nothing is skipped: a missing service fails.
+//! (After installing one of them, `touch build.rs` to re-check.)
 
 use std::path::Path;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_postgres_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_browser_tests)");
+    println!("cargo::rustc-check-cfg=cfg(skip_smtp_tests)");
     for var in [
         "CI",
         "KEYSMITH_TEST_POSTGRES_URL",
@@ -28,5 +30,13 @@ fn main() {
         .unwrap_or_else(|| "/usr/bin/chromedriver".into());
     if !Path::new(&driver).exists() {
         println!("cargo::rustc-cfg=skip_browser_tests");
+    }
+    // The SMTP tests talk to a real server process: Python's aiosmtpd.
+    let aiosmtpd = std::process::Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !aiosmtpd {
+        println!("cargo::rustc-cfg=skip_smtp_tests");
     }
 }

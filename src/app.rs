@@ -8,10 +8,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware;
+use axum::response::Redirect;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -23,10 +25,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::auth::throttle::Throttles;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, MailTransport};
+use crate::mail::MailWaker;
+use crate::mail::transport::Transport;
+use crate::mail::worker::MailWorker;
 use crate::store::{Db, PoolSettings, StoreError};
-use crate::web;
+use crate::{auth, web};
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
@@ -34,6 +40,18 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub clock: Clock,
+    /// Bearer token verification: the cache, rate limits and last-used buffer.
+    pub verifier: Arc<crate::verify::Verifier>,
+    /// Wakes the mail worker after a commit that enqueued mail.
+    pub mail: MailWaker,
+    pub throttles: Arc<Throttles>,
+}
+
+impl AppState {
+    /// The development mailbox page exists (no SMTP configured).
+    pub fn dev_mail_enabled(&self) -> bool {
+        matches!(self.config.mail, MailTransport::DevOutbox(_))
+    }
 }
 
 /// Largest request body accepted: forms and JSON here are small.
@@ -42,10 +60,47 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn router(state: AppState) -> Router {
     let https = state.config.is_https();
-    let routes = Router::new()
+    // Everything a browser drives: behind CSRF protection.
+    let browser = Router::new()
+        .route("/", get(|| async { Redirect::to(web::signin::HOME) }))
+        .route(
+            "/signin",
+            get(web::signin::signin_page).post(web::signin::request_link),
+        )
+        .route(
+            "/signin/link/{secret}",
+            get(web::signin::link_page).post(web::signin::use_link),
+        )
+        .route("/signout", post(web::signin::signout))
+        .route(
+            "/setup",
+            get(web::setup::setup_page).post(web::setup::complete_setup),
+        )
+        .route(
+            "/session/organization",
+            post(web::account::switch_organization),
+        )
+        .route("/dev/mail", get(web::dev_mail::dev_mail))
+        .route("/settings/api-tokens", get(web::tokens::page))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::csrf::protect,
+        ));
+
+    let routes = browser
         .route("/healthz", get(web::health::healthz))
         .route("/readyz", get(web::health::readyz))
-        .route("/static/{*path}", get(web::assets::serve));
+        .route("/static/{*path}", get(web::assets::serve))
+        .route("/api/v2/whoami", get(crate::api::whoami::whoami))
+        .route(
+            "/auth/verify",
+            axum::routing::any(crate::api::verify::verify),
+        )
+        .route(
+            "/oauth/introspect",
+            axum::routing::post(crate::api::introspect::introspect)
+                .fallback(crate::api::introspect::method_not_allowed),
+        );
 
     let x_request_id = HeaderName::from_static("x-request-id");
     let mut security_headers = vec![
@@ -133,6 +188,8 @@ async fn not_found() -> Response {
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("KEYSMITH_SMTP_URL: {0}")]
+    Mail(String),
     #[error(
         "cannot listen on {addr}: {reason} (is another server using it? set KEYSMITH_ADDR to a free address)"
     )]
@@ -146,8 +203,12 @@ pub enum StartError {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// The first-run setup URL, while the database has no organization.
+    pub setup_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    stop_workers: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -156,6 +217,13 @@ impl RunningServer {
             let _ = stop.send(());
         }
         (&mut self.task).await.map_err(std::io::Error::other)??;
+        // Background workers finish what they hold, then stop.
+        let _ = self.stop_workers.send(true);
+        for worker in self.workers.drain(..) {
+            let _ = worker.await;
+        }
+        // Last-used entries still in memory are written before the pool closes.
+        self.state.verifier.shutdown().await;
         self.state.db.close().await;
         Ok(())
     }
@@ -186,11 +254,40 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         // links must name the port the OS actually chose.
         let _ = config.public_url.set_port(Some(addr.port()));
     }
+    let config = Arc::new(config);
+    let clock = Clock::default();
+    let verifier = Arc::new(crate::verify::Verifier::new(
+        db.clone(),
+        Arc::clone(&config),
+        clock.clone(),
+    ));
     let state = AppState {
-        config: Arc::new(config),
+        config,
         db,
-        clock: Clock::default(),
+        clock,
+        verifier,
+        mail: MailWaker::default(),
+        throttles: Arc::new(Throttles::default()),
     };
+    let transport = Transport::from_config(&state.config.mail).map_err(StartError::Mail)?;
+    let (stop_workers, workers_stopped) = watch::channel(false);
+    let workers = vec![
+        MailWorker {
+            db: state.db.clone(),
+            config: state.config.clone(),
+            clock: state.clock.clone(),
+            transport,
+            waker: state.mail.clone(),
+        }
+        .spawn(workers_stopped.clone()),
+    ];
+    let setup_url =
+        web::setup::prepare_setup_link(&state.db, &state.config, state.clock.unix()).await?;
+    if let Some(url) = &setup_url {
+        tracing::info!(%url, "no organization yet: open the setup URL to create one");
+    }
+
+    state.verifier.start_background();
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -207,16 +304,28 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     Ok(RunningServer {
         addr,
         state,
+        setup_url,
         stop: Some(stop),
         task,
+        stop_workers,
+        workers,
     })
 }
 
 /// `keysmith serve`: runs until SIGINT or SIGTERM, then drains and exits.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let public = config.public_url.clone();
     let mut server = start(config).await?;
-    println!("Keysmith is running at {public}  (Ctrl-C stops it)");
+    println!(
+        "Keysmith is running at {}  (Ctrl-C stops it)",
+        server.state.config.public_url
+    );
+    if let Some(url) = &server.setup_url {
+        println!();
+        println!("First run: no organization exists yet. Open this link to create yours:");
+        println!();
+        println!("    {url}");
+        println!();
+    }
     tokio::select! {
         result = server.wait() => return Ok(result?),
         () = shutdown_signal() => {}

@@ -340,10 +340,15 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub mail: MailTransport,
     pub mail_from: lettre::message::Mailbox,
+    /// A message not delivered this long after it was written is marked failed.
+    pub mail_give_up_after: Duration,
     pub token_prefix: TokenPrefix,
     pub scopes: ScopeCatalogue,
     pub rate_limits: RateLimits,
     pub introspection_clients: Vec<IntrospectionClient>,
+    /// `/auth/verify` answers a rate-limited request with 403 instead of
+    /// 429: nginx `auth_request` turns any status but 2xx/401/403 into a 500.
+    pub verify_429_as_403: bool,
     /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub session_idle_timeout: Duration,
@@ -362,11 +367,13 @@ struct FileConfig {
     data_dir: Option<String>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
+    mail_give_up_hours: Option<u64>,
     token_prefix: Option<String>,
     trusted_proxies: Option<String>,
     session_idle_minutes: Option<u64>,
     session_lifetime_hours: Option<u64>,
     rate_limits: Option<RateLimits>,
+    verify_429_as_403: Option<bool>,
     scopes: Option<Vec<FileScope>>,
 }
 
@@ -459,6 +466,11 @@ impl Config {
             )
         })?;
 
+        let give_up_hours = match vars.get("KEYSMITH_MAIL_GIVE_UP_HOURS") {
+            Some(v) => u64::from(parse_positive("KEYSMITH_MAIL_GIVE_UP_HOURS", v)?),
+            None => file.mail_give_up_hours.unwrap_or(24),
+        };
+
         let prefix_raw =
             get("KEYSMITH_TOKEN_PREFIX", file.token_prefix.as_ref()).unwrap_or_else(|| "ks".into());
         let token_prefix = TokenPrefix::parse(&prefix_raw).map_err(|e| {
@@ -486,6 +498,11 @@ impl Config {
                 "limits must be at least 1 per minute",
             ));
         }
+
+        let verify_429_as_403 = match vars.get("KEYSMITH_VERIFY_429_AS_403") {
+            Some(v) => parse_bool("KEYSMITH_VERIFY_429_AS_403", v)?,
+            None => file.verify_429_as_403.unwrap_or(false),
+        };
 
         let introspection_clients = match vars.get("KEYSMITH_INTROSPECTION_CREDENTIALS") {
             Some(raw) => parse_introspection_clients(raw)?,
@@ -519,10 +536,12 @@ impl Config {
             data_dir,
             mail,
             mail_from,
+            mail_give_up_after: Duration::from_secs(give_up_hours * 3600),
             token_prefix,
             scopes,
             rate_limits,
             introspection_clients,
+            verify_429_as_403,
             trusted_proxies,
             session_idle_timeout: Duration::from_secs(idle_minutes * 60),
             session_lifetime: Duration::from_secs(lifetime_hours * 3600),
@@ -598,6 +617,17 @@ fn parse_trusted_proxies(raw: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
                 })
         })
         .collect()
+}
+
+fn parse_bool(setting: &str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::new(
+            setting,
+            format!("\"{raw}\" is not true or false"),
+        )),
+    }
 }
 
 fn parse_positive(setting: &str, raw: &str) -> Result<u32, ConfigError> {
@@ -806,6 +836,19 @@ mod tests {
         let e = load(&[("KEYSMITH_TRUSTED_PROXIES", "10.0.0.0/33")]).unwrap_err();
         assert_eq!(e.setting, "KEYSMITH_TRUSTED_PROXIES");
         assert!(load(&[]).unwrap().trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn verify_429_as_403_is_a_boolean_off_by_default() {
+        assert!(!load(&[]).unwrap().verify_429_as_403);
+        assert!(
+            load(&[("KEYSMITH_VERIFY_429_AS_403", "true")])
+                .unwrap()
+                .verify_429_as_403
+        );
+        let e = load(&[("KEYSMITH_VERIFY_429_AS_403", "maybe")]).unwrap_err();
+        assert_eq!(e.setting, "KEYSMITH_VERIFY_429_AS_403");
+        assert!(e.message.contains("\"maybe\""), "{e}");
     }
 
     #[test]

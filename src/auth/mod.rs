@@ -1,6 +1,8 @@
-//! Authentication of people: one-time link secrets (sign-in, revoke-from-email,
-//! invitation, first-run setup). Sessions and CSRF join this module as the
-//! sign-in pages arrive.
+//! Authentication of people in browsers: random secrets, one-time sign-in
+//! links, sessions, CSRF protection, and the throttle on link requests.
 
-pub mod links;
+pub mod csrf;
+pub mod secret;
+pub mod session;
 pub mod signin;
+pub mod throttle;

@@ -7,7 +7,7 @@ use crate::domain::EmailAddress;
 use crate::store::links::{self, LinkKind, NewLink};
 use crate::store::{Db, StoreError, orgs};
 
-use super::links::LinkSecret;
+use super::secret::Secret;
 
 pub const SIGNIN_LINK_TTL_SECONDS: i64 = 10 * 60;
 
@@ -23,7 +23,7 @@ pub enum SigninLinkError {
 
 /// The path a sign-in link points at; the secret is a path segment so the
 /// route template, which is all the logs record, never contains it.
-pub fn signin_link_path(secret: &LinkSecret) -> String {
+pub fn signin_link_path(secret: &Secret) -> String {
     format!("/signin/link/{}", secret.expose_secret())
 }
 
@@ -41,7 +41,7 @@ pub async fn issue_signin_link(
     if orgs::active_memberships(db, user.id).await?.is_empty() {
         return Err(SigninLinkError::NoActiveMembership(email.clone()));
     }
-    let secret = LinkSecret::generate();
+    let secret = Secret::generate();
     let digest = secret.digest_hex();
     let mut tx = db.begin().await?;
     let now = clock.unix();

@@ -176,3 +176,15 @@ pub async fn consume(
             }),
     }
 }
+
+/// Retires every unused link of a kind (a restart prints a new setup link
+/// and the old one stops working).
+pub async fn retire_kind(conn: &mut AnyConnection, kind: LinkKind, now: i64) -> StoreResult<u64> {
+    let done =
+        sqlx::query("UPDATE one_time_links SET used_at = $1 WHERE kind = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(kind.as_str())
+            .execute(&mut *conn)
+            .await?;
+    Ok(done.rows_affected())
+}

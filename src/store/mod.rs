@@ -8,9 +8,13 @@
 //! Functions take `&Db` for reads and `&mut AnyConnection` (a transaction from
 //! [`Db::begin`]) for writes, and know nothing of HTTP.
 
+pub mod invalidation;
 pub mod links;
 pub mod orgs;
+pub mod outbox;
+pub mod sessions;
 pub mod tokens;
+pub mod verification;
 
 use std::time::Duration;
 

@@ -68,8 +68,13 @@ pub struct Bootstrapped {
 }
 
 pub async fn count_organizations(db: &Db) -> StoreResult<i64> {
+    let mut conn = db.pool().acquire().await?;
+    count_organizations_in(&mut conn).await
+}
+
+pub async fn count_organizations_in(conn: &mut AnyConnection) -> StoreResult<i64> {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM organizations")
-        .fetch_one(db.pool())
+        .fetch_one(&mut *conn)
         .await?;
     Ok(n)
 }
@@ -78,8 +83,19 @@ pub async fn count_organizations(db: &Db) -> StoreResult<i64> {
 /// again with the same values changes nothing.
 pub async fn bootstrap(db: &Db, name: &OrgName, email: &EmailAddress) -> StoreResult<Bootstrapped> {
     let mut tx = db.begin().await?;
-    let now = unix_now();
+    let done = bootstrap_in(&mut tx, name, email, unix_now()).await?;
+    tx.commit().await?;
+    Ok(done)
+}
 
+/// `bootstrap` inside the caller's transaction (first-run setup also signs
+/// the new superuser in, in the same transaction).
+pub async fn bootstrap_in(
+    tx: &mut AnyConnection,
+    name: &OrgName,
+    email: &EmailAddress,
+    now: i64,
+) -> StoreResult<Bootstrapped> {
     let existing: Option<(i64,)> = sqlx::query_as("SELECT id FROM organizations WHERE name = $1")
         .bind(name.as_str())
         .fetch_optional(&mut *tx)
@@ -101,7 +117,7 @@ pub async fn bootstrap(db: &Db, name: &OrgName, email: &EmailAddress) -> StoreRe
         }
     };
 
-    let (user, created_user) = find_or_create_user(&mut tx, email).await?;
+    let (user, created_user) = find_or_create_user(tx, email).await?;
 
     let membership: Option<(String, i64, Option<i64>)> = sqlx::query_as(
         "SELECT role, can_manage_tokens, disabled_at FROM memberships \
@@ -140,7 +156,7 @@ pub async fn bootstrap(db: &Db, name: &OrgName, email: &EmailAddress) -> StoreRe
 
     if created_organization || created_user || changed_membership {
         record_audit(
-            &mut tx,
+            tx,
             &AuditEvent {
                 organization_id: Some(org_id),
                 subject_user_id: Some(user.id),
@@ -151,7 +167,6 @@ pub async fn bootstrap(db: &Db, name: &OrgName, email: &EmailAddress) -> StoreRe
         )
         .await?;
     }
-    tx.commit().await?;
 
     Ok(Bootstrapped {
         organization: Organization {
@@ -206,13 +221,22 @@ pub async fn find_user_by_email(db: &Db, email: &EmailAddress) -> StoreResult<Op
 
 /// The user's memberships that are not disabled, oldest first.
 pub async fn active_memberships(db: &Db, user_id: i64) -> StoreResult<Vec<Membership>> {
+    let mut conn = db.pool().acquire().await?;
+    active_memberships_in(&mut conn, user_id).await
+}
+
+/// `active_memberships` inside the caller's transaction.
+pub async fn active_memberships_in(
+    conn: &mut AnyConnection,
+    user_id: i64,
+) -> StoreResult<Vec<Membership>> {
     let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
         "SELECT o.id, o.name, m.role, m.can_manage_tokens FROM memberships m \
          JOIN organizations o ON o.id = m.organization_id \
          WHERE m.user_id = $1 AND m.disabled_at IS NULL ORDER BY m.id",
     )
     .bind(user_id)
-    .fetch_all(db.pool())
+    .fetch_all(&mut *conn)
     .await?;
     Ok(rows
         .into_iter()
@@ -224,6 +248,14 @@ pub async fn active_memberships(db: &Db, user_id: i64) -> StoreResult<Vec<Member
             disabled: false,
         })
         .collect())
+}
+
+pub async fn user_email(db: &Db, user_id: i64) -> StoreResult<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT email FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.map(|(e,)| e))
 }
 
 /// Adds `email` to the organization as an active member (creating the user

@@ -1,5 +1,12 @@
 //! Browser-facing handlers: pages, fragments and the assets they load.
 
+pub mod account;
 pub mod assets;
 pub mod client_ip;
+pub mod dev_mail;
 pub mod health;
+pub mod layout;
+pub mod pages;
+pub mod setup;
+pub mod signin;
+pub mod tokens;

@@ -127,6 +127,8 @@ pub fn random_suffix() -> String {
 /// The real server, started in-process on a random port.
 pub struct TestApp {
     pub base_url: String,
+    pub setup_url: Option<String>,
+    pub data_dir: std::path::PathBuf,
     pub state: AppState,
     pub client: reqwest::Client,
     server: Option<RunningServer>,
@@ -156,6 +158,7 @@ impl TestApp {
         let config = Config::from_vars(&env).expect("test configuration");
         let server = app::start(config).await.expect("server starts");
         let base_url = format!("http://{}", server.addr);
+        let setup_url = server.setup_url.clone();
         let client = reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
@@ -163,6 +166,8 @@ impl TestApp {
             .unwrap();
         TestApp {
             base_url,
+            setup_url,
+            data_dir,
             state: server.state.clone(),
             client,
             server: Some(server),
@@ -191,5 +196,213 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.shutdown().await.expect("clean shutdown");
         }
+    }
+}
+
+/// A fresh cookie-keeping client that does not follow redirects.
+pub fn new_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The `<meta name="csrf-token">` of a page.
+pub fn csrf_of(html: &str) -> String {
+    let marker = "<meta name=\"csrf-token\" content=\"";
+    let start = html.find(marker).expect("page has a csrf-token meta tag") + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+impl TestApp {
+    /// Loads `path` with `client` and returns the CSRF token of the page.
+    pub async fn csrf_with(&self, client: &reqwest::Client, path: &str) -> String {
+        let html = client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        csrf_of(&html)
+    }
+
+    /// POSTs a form with `client`, adding the CSRF token of the page at `page`.
+    pub async fn post_form_with(
+        &self,
+        client: &reqwest::Client,
+        page: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let csrf = self.csrf_with(client, page).await;
+        let mut form: Vec<(&str, &str)> = fields.to_vec();
+        form.push(("csrf_token", &csrf));
+        client
+            .post(self.url(path))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Messages in the development outbox, newest first.
+    pub async fn dev_mail(&self) -> Vec<keysmith::mail::transport::DevMailMeta> {
+        keysmith::mail::transport::list_dev_mail(&self.data_dir.join("mail")).await
+    }
+
+    /// Waits (up to 10 s) until the development outbox holds `count` messages to `to`.
+    pub async fn wait_for_dev_mail(
+        &self,
+        to: &str,
+        count: usize,
+    ) -> Vec<keysmith::mail::transport::DevMailMeta> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mail: Vec<_> = self
+                .dev_mail()
+                .await
+                .into_iter()
+                .filter(|m| m.to == to)
+                .collect();
+            if mail.len() >= count {
+                return mail;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no mail to {to} arrived (have {})",
+                mail.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Signs `client` in as `email` (an existing, active user) through the
+    /// real flow: request a link, read it from the outbox, press the button.
+    pub async fn sign_in_with(&self, client: &reqwest::Client, email: &str) {
+        let before = self
+            .dev_mail()
+            .await
+            .into_iter()
+            .filter(|m| m.to == email)
+            .count();
+        let r = self
+            .post_form_with(client, "/signin", "/signin", &[("email", email)])
+            .await;
+        assert_eq!(r.status(), 200, "sign-in request accepted");
+        let mail = self.wait_for_dev_mail(email, before + 1).await;
+        let link = mail[0].links[0].clone();
+        let path = link
+            .strip_prefix(&self.base_url)
+            .expect("link points at this server")
+            .to_string();
+        let r = self.post_form_with(client, &path, &path, &[]).await;
+        assert_eq!(r.status(), 303, "link accepted: {:?}", r.text().await);
+    }
+
+    pub async fn sign_in(&self, email: &str) {
+        self.sign_in_with(&self.client, email).await
+    }
+}
+
+/// A real SMTP server process (Python's aiosmtpd) writing to a Maildir.
+pub struct SmtpServer {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl SmtpServer {
+    pub fn start() -> SmtpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = SmtpServer {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts the process (again) on the same port and Maildir.
+    pub fn restart(&mut self) {
+        let maildir = self.dir.path().join("maildir");
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{}", self.port),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m aiosmtpd (pip install aiosmtpd)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "aiosmtpd did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every message received so far, raw.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(entries) = std::fs::read_dir(self.dir.path().join("maildir").join(sub)) {
+                for e in entries.flatten() {
+                    out.push(std::fs::read(e.path()).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits (up to 15 s) for at least `count` messages.
+    pub async fn wait_for(&self, count: usize) -> Vec<Vec<u8>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let m = self.messages();
+            if m.len() >= count {
+                return m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {count} messages arrived",
+                m.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -6,6 +6,8 @@ mod harness;
 
 mod cli;
 mod health;
+mod mail;
 mod secrets;
+mod signin;
 mod static_assets;
 mod store;

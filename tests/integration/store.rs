@@ -1,7 +1,7 @@
 //! The store against both backends: migrations, bootstrap, tokens, one-time
 //! links, and concurrent writers.
 
-use keysmith::auth::links::LinkSecret;
+use keysmith::auth::secret::Secret;
 use keysmith::auth::signin::issue_signin_link;
 use keysmith::domain::{EmailAddress, OrgName, TokenLabel};
 use keysmith::store::links::{self, LinkKind, LinkState, NewLink};
@@ -194,7 +194,7 @@ async fn signin_link_is_single_use(backend: Backend) {
         url.starts_with(&format!("{}/signin/link/", app.base_url)),
         "{url}"
     );
-    let secret = LinkSecret::parse(url.rsplit('/').next().unwrap()).unwrap();
+    let secret = Secret::parse(url.rsplit('/').next().unwrap()).unwrap();
 
     let mut conn = app.db().pool().acquire().await.unwrap();
     // Looking does not use it up.
@@ -248,7 +248,7 @@ async fn signin_link_is_single_use(backend: Backend) {
 async fn parallel_consumers_of_one_link_get_exactly_one_success(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let b = bootstrap(&app, "ada@example.com").await;
-    let secret = LinkSecret::generate();
+    let secret = Secret::generate();
     let digest = secret.digest_hex();
     let mut tx = app.db().begin().await.unwrap();
     links::create(
@@ -293,7 +293,7 @@ async fn parallel_consumers_of_one_link_get_exactly_one_success(backend: Backend
 async fn expired_and_unknown_links_are_told_apart(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let b = bootstrap(&app, "ada@example.com").await;
-    let secret = LinkSecret::generate();
+    let secret = Secret::generate();
     let digest = secret.digest_hex();
     let mut tx = app.db().begin().await.unwrap();
     links::create(
@@ -319,7 +319,7 @@ async fn expired_and_unknown_links_are_told_apart(backend: Backend) {
             .unwrap(),
         LinkState::Expired
     );
-    let unknown = LinkSecret::generate().digest_hex();
+    let unknown = Secret::generate().digest_hex();
     assert_eq!(
         links::consume(
             &mut conn,
@@ -344,7 +344,7 @@ async fn a_new_signin_link_retires_older_ones(backend: Backend) {
         .await
         .unwrap();
     let digest = |url: &str| {
-        LinkSecret::parse(url.rsplit('/').next().unwrap())
+        Secret::parse(url.rsplit('/').next().unwrap())
             .unwrap()
             .digest_hex()
     };

@@ -1,0 +1,308 @@
+//! Reading `Authorization: Bearer …`, checking the token with the verifier,
+//! and the RFC 6750 error responses every bearer route shares.
+//!
+//! Every dead token — malformed, unknown, expired, revoked, disabled, its
+//! owner disabled or without the permission — gets the same 401
+//! `invalid_token` with the same description, so a caller without a valid
+//! token learns nothing about which tokens exist. A token in the query
+//! string (`?access_token=`) is never read: it counts as no credentials.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::token::PlainToken;
+use crate::verify::rate_limit::{RateDecision, RequestClass};
+use crate::verify::{TokenInfo, Unavailable, Verdict};
+
+/// The protection space named in every `WWW-Authenticate` challenge.
+pub const REALM: &str = "keysmith";
+
+const INVALID_TOKEN_DESCRIPTION: &str =
+    "The access token is invalid, expired, revoked or not allowed to be used.";
+
+/// Why a bearer request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BearerError {
+    /// No bearer credentials at all: 401 with a bare challenge.
+    Missing,
+    /// The request itself is malformed: 400 `invalid_request`.
+    InvalidRequest(&'static str),
+    /// 401 `invalid_token`, whatever the reason.
+    InvalidToken,
+    /// 403 `insufficient_scope`: the token is good but may not do this.
+    /// `scope` names what would be needed (empty for a project refusal).
+    InsufficientScope {
+        scope: String,
+        description: &'static str,
+    },
+    /// 429, or the status the caller maps it to.
+    RateLimited(RateDecision),
+    /// 503: the token store cannot be asked.
+    Unavailable,
+}
+
+/// Finds the bearer token among the headers. `Ok(None)` means the request
+/// carries no bearer credentials (another scheme counts as none).
+pub fn bearer_credentials(headers: &HeaderMap) -> Result<Option<&str>, BearerError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(BearerError::InvalidRequest(
+            "The request has more than one Authorization header.",
+        ));
+    }
+    let Ok(value) = value.to_str() else {
+        return Err(BearerError::InvalidToken);
+    };
+    let value = value.trim();
+    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim();
+    if token.is_empty() {
+        return Err(BearerError::InvalidRequest(
+            "The Authorization header says Bearer but carries no token.",
+        ));
+    }
+    if token.contains(|c: char| c.is_ascii_whitespace()) {
+        return Err(BearerError::InvalidToken);
+    }
+    Ok(Some(token))
+}
+
+/// Checks the request's bearer token: the token's facts when it may be
+/// used now, the refusal otherwise.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<TokenInfo>, BearerError> {
+    let raw = bearer_credentials(headers)?.ok_or(BearerError::Missing)?;
+    // The shape and checksum are checked before any lookup.
+    let token = PlainToken::parse(&state.config.token_prefix, raw)
+        .map_err(|_| BearerError::InvalidToken)?;
+    match state.verifier.verify(&token).await {
+        Ok(Verdict::Active(info)) => Ok(info),
+        Ok(Verdict::Inactive) => Err(BearerError::InvalidToken),
+        Err(Unavailable) => Err(BearerError::Unavailable),
+    }
+}
+
+/// Counts the request against the token's budget.
+pub fn rate_limit(
+    state: &AppState,
+    info: &TokenInfo,
+    class: RequestClass,
+) -> Result<RateDecision, BearerError> {
+    let decision = state.verifier.check_rate(info, class);
+    if decision.allowed {
+        Ok(decision)
+    } else {
+        Err(BearerError::RateLimited(decision))
+    }
+}
+
+/// Requires every space-separated scope in `required`.
+pub fn require_scopes(info: &TokenInfo, required: &str) -> Result<(), BearerError> {
+    let missing: Vec<&str> = required
+        .split_ascii_whitespace()
+        .filter(|s| !info.scopes.contains(s))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(BearerError::InsufficientScope {
+            scope: required
+                .split_ascii_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            description: "The access token does not have the scope this request needs.",
+        })
+    }
+}
+
+/// The `RateLimit-Policy` and `RateLimit` fields (IETF httpapi
+/// ratelimit-headers draft) describing `d`.
+pub fn rate_limit_headers(d: &RateDecision) -> [(HeaderName, HeaderValue); 2] {
+    let name = d.class.policy_name();
+    let policy = format!(
+        "\"{name}\";q={};w={}",
+        d.limit,
+        crate::verify::rate_limit::WINDOW_SECS
+    );
+    let current = format!("\"{name}\";r={};t={}", d.remaining, d.reset_secs);
+    [
+        (
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderValue::from_str(&policy).expect("ASCII digits and a fixed name"),
+        ),
+        (
+            HeaderName::from_static("ratelimit"),
+            HeaderValue::from_str(&current).expect("ASCII digits and a fixed name"),
+        ),
+    ]
+}
+
+/// A `Bearer` challenge with the given parameters (values must not contain
+/// quotes or backslashes; ours are fixed strings and scope names).
+fn challenge(params: &[(&str, &str)]) -> HeaderValue {
+    let mut v = format!("Bearer realm=\"{REALM}\"");
+    for (k, val) in params {
+        v.push_str(&format!(", {k}=\"{val}\""));
+    }
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+impl BearerError {
+    /// The response, with `rate_limited_status` used for a rate-limited
+    /// request (429, or 403 for nginx `auth_request`).
+    pub fn into_response_with(self, rate_limited_status: StatusCode) -> Response {
+        let (status, body, www) = match &self {
+            BearerError::Missing => (
+                StatusCode::UNAUTHORIZED,
+                json!({
+                    "error": "unauthorized",
+                    "error_description": "This endpoint needs an Authorization: Bearer <token> header.",
+                }),
+                Some(challenge(&[])),
+            ),
+            BearerError::InvalidRequest(description) => (
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "invalid_request", "error_description": description }),
+                Some(challenge(&[
+                    ("error", "invalid_request"),
+                    ("error_description", description),
+                ])),
+            ),
+            BearerError::InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                json!({ "error": "invalid_token", "error_description": INVALID_TOKEN_DESCRIPTION }),
+                Some(challenge(&[
+                    ("error", "invalid_token"),
+                    ("error_description", INVALID_TOKEN_DESCRIPTION),
+                ])),
+            ),
+            BearerError::InsufficientScope { scope, description } => {
+                let mut params = vec![
+                    ("error", "insufficient_scope"),
+                    ("error_description", *description),
+                ];
+                if !scope.is_empty() {
+                    params.push(("scope", scope.as_str()));
+                }
+                (
+                    StatusCode::FORBIDDEN,
+                    json!({
+                        "error": "insufficient_scope",
+                        "error_description": description,
+                        "scope": scope,
+                    }),
+                    Some(challenge(&params)),
+                )
+            }
+            BearerError::RateLimited(d) => (
+                rate_limited_status,
+                json!({
+                    "error": "rate_limited",
+                    "error_description": format!(
+                        "This token made too many {} this minute; try again in {} seconds.",
+                        d.class.policy_name(),
+                        d.reset_secs
+                    ),
+                }),
+                None,
+            ),
+            BearerError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({
+                    "error": "temporarily_unavailable",
+                    "error_description": "The token store is not answering; try again shortly.",
+                }),
+                None,
+            ),
+        };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(www) = www {
+            headers.insert(header::WWW_AUTHENTICATE, www);
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match &self {
+            BearerError::RateLimited(d) => {
+                headers.extend(rate_limit_headers(d));
+                // Never earlier than the end of the window (`t`).
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(d.reset_secs));
+            }
+            BearerError::Unavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl IntoResponse for BearerError {
+    fn into_response(self) -> Response {
+        self.into_response_with(StatusCode::TOO_MANY_REQUESTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for v in ["Bearer abc", "bearer abc", "BEARER   abc", "  Bearer abc  "] {
+            assert_eq!(bearer_credentials(&headers(&[v])), Ok(Some("abc")), "{v}");
+        }
+    }
+
+    #[test]
+    fn no_header_or_another_scheme_is_no_credentials() {
+        assert_eq!(bearer_credentials(&headers(&[])), Ok(None));
+        assert_eq!(
+            bearer_credentials(&headers(&["Basic Zm9vOmJhcg=="])),
+            Ok(None)
+        );
+        assert_eq!(bearer_credentials(&headers(&["Bearerabc"])), Ok(None));
+    }
+
+    #[test]
+    fn empty_bearer_and_two_headers_are_bad_requests() {
+        for h in [
+            headers(&["Bearer"]),
+            headers(&["Bearer   "]),
+            headers(&["Bearer a", "Bearer b"]),
+        ] {
+            assert!(matches!(
+                bearer_credentials(&h),
+                Err(BearerError::InvalidRequest(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_token_with_spaces_inside_is_invalid() {
+        assert_eq!(
+            bearer_credentials(&headers(&["Bearer abc def"])),
+            Err(BearerError::InvalidToken)
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! JSON and bearer handlers. The bearer side (`bearer`) is what scripts and
+//! gateways call with a token: `GET /api/v2/whoami`, `/auth/verify` for
+//! reverse proxies, and `POST /oauth/introspect` (RFC 7662).
+
+pub mod bearer;
+pub mod introspect;
+pub mod verify;
+pub mod whoami;

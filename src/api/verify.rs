@@ -1,0 +1,155 @@
+//! `/auth/verify`: the forward-auth endpoint for reverse proxies (nginx
+//! `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`).
+//!
+//! The proxy passes the original request's method and URI in
+//! `X-Forwarded-Method`/`X-Forwarded-Uri` (Traefik, Caddy) or
+//! `X-Original-Method`/`X-Original-URI` (the nginx convention). The method
+//! decides which budget (reads or writes) the request uses; the URI's path,
+//! without its query string, is recorded as the token's last use.
+//! `?scope=a b` requires scopes, `?project=NAME` a project (by name) of the
+//! token's organization. 200 carries `X-Keysmith-*` headers for the
+//! upstream; 401/403/429 otherwise (429 becomes 403 with
+//! `KEYSMITH_VERIFY_429_AS_403`, for nginx).
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::bearer::{self, BearerError};
+use crate::app::AppState;
+use crate::verify::rate_limit::RequestClass;
+use crate::web::client_ip::ClientIp;
+
+#[derive(Debug, Deserialize)]
+pub struct VerifyParams {
+    /// Space-separated scopes the request needs.
+    scope: Option<String>,
+    /// The project (by name) the request is for.
+    project: Option<String>,
+}
+
+/// The original request's method, as the proxy reports it.
+fn original_method<'a>(headers: &'a HeaderMap, own: &'a Method) -> &'a str {
+    ["x-forwarded-method", "x-original-method"]
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .unwrap_or(own.as_str())
+}
+
+/// The original request's path, without query string or fragment (a query
+/// can carry secrets; it is never stored).
+fn original_path(headers: &HeaderMap) -> &str {
+    let uri = ["x-forwarded-uri", "x-original-uri"]
+        .iter()
+        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .unwrap_or("/");
+    let end = uri.find(['?', '#']).unwrap_or(uri.len());
+    &uri[..end]
+}
+
+#[tracing::instrument(name = "verify", skip_all)]
+pub async fn verify(
+    State(state): State<AppState>,
+    method: Method,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    params: Result<Query<VerifyParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let rate_limited_status = if state.config.verify_429_as_403 {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    match check(&state, &method, ip, &headers, params).await {
+        Ok(response) => response,
+        Err(e) => e.into_response_with(rate_limited_status),
+    }
+}
+
+async fn check(
+    state: &AppState,
+    method: &Method,
+    ip: std::net::IpAddr,
+    headers: &HeaderMap,
+    params: Result<Query<VerifyParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, BearerError> {
+    let Ok(Query(params)) = params else {
+        return Err(BearerError::InvalidRequest(
+            "The query string is not understood (expected scope=… and/or project=…).",
+        ));
+    };
+    let info = bearer::authenticate(state, headers).await?;
+    let original_method = original_method(headers, method);
+    let decision = bearer::rate_limit(state, &info, RequestClass::of_method(original_method))?;
+    state
+        .verifier
+        .record_use(&info, original_method, original_path(headers), ip);
+    if let Some(scope) = params.scope.as_deref() {
+        bearer::require_scopes(&info, scope)?;
+    }
+    if let Some(project) = params.project.as_deref() {
+        if !info.allows_project(project.trim()) {
+            return Err(BearerError::InsufficientScope {
+                scope: String::new(),
+                description: "The access token is restricted to other projects.",
+            });
+        }
+    }
+
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    let mut set = |name: &'static str, value: String| {
+        // An email that cannot be a header value (non-ASCII) is left out
+        // rather than mangled.
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set("x-keysmith-user", info.user_id.to_string());
+    set("x-keysmith-email", info.email.clone());
+    set("x-keysmith-org", info.organization_id.to_string());
+    set("x-keysmith-scopes", info.scopes_str.clone());
+    set("x-keysmith-token-id", info.token_id.to_string());
+    h.extend(bearer::rate_limit_headers(&decision));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_original_request_comes_from_either_convention() {
+        let get = Method::GET;
+        let h = headers(&[
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-uri", "/a/b?secret=1"),
+        ]);
+        assert_eq!(
+            (original_method(&h, &get), original_path(&h)),
+            ("POST", "/a/b")
+        );
+        let h = headers(&[
+            ("x-original-method", "DELETE"),
+            ("x-original-uri", "/x#frag"),
+        ]);
+        assert_eq!(
+            (original_method(&h, &get), original_path(&h)),
+            ("DELETE", "/x")
+        );
+        let h = HeaderMap::new();
+        assert_eq!((original_method(&h, &get), original_path(&h)), ("GET", "/"));
+    }
+}

@@ -1,0 +1,274 @@
+//! Browser sessions. The cookie holds a random id (only its SHA-256 is
+//! stored); the record names the user and the organization they are looking
+//! at. Sessions end when idle too long, at their absolute lifetime, at sign
+//! out, or when the user has no active membership left.
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use sqlx::AnyConnection;
+
+use super::secret::Secret;
+use crate::app::AppState;
+use crate::config::Config;
+use crate::store::orgs::{self, Membership, Role};
+use crate::store::sessions::{self, NewSession};
+use crate::store::{StoreError, StoreResult};
+
+/// Activity is written back at most this often, so page views are reads.
+const TOUCH_EVERY_SECONDS: i64 = 60;
+
+/// The session cookie's name: with `__Host-` when served over https, which
+/// pins it to this host, path `/` and `Secure`.
+pub fn session_cookie_name(config: &Config) -> &'static str {
+    if config.is_https() {
+        "__Host-keysmith_session"
+    } else {
+        "keysmith_session"
+    }
+}
+
+/// Builds a cookie with the attributes every Keysmith cookie shares.
+pub fn secure_cookie(config: &Config, name: &'static str, value: String) -> Cookie<'static> {
+    let mut cookie = Cookie::new(name, value);
+    cookie.set_http_only(true);
+    cookie.set_same_site(SameSite::Lax);
+    cookie.set_path("/");
+    cookie.set_secure(config.is_https());
+    cookie
+}
+
+/// A cookie that removes `name` from the browser.
+pub fn removal_cookie(config: &Config, name: &'static str) -> Cookie<'static> {
+    let mut cookie = secure_cookie(config, name, String::new());
+    cookie.make_removal();
+    cookie
+}
+
+/// Starts a session for `user_id` inside the caller's transaction and returns
+/// the cookie to set. Every sign-in gets a fresh id.
+pub async fn start_session(
+    conn: &mut AnyConnection,
+    config: &Config,
+    user_id: i64,
+    organization_id: i64,
+    ip: &str,
+    user_agent: Option<&str>,
+    now: i64,
+) -> StoreResult<Cookie<'static>> {
+    let secret = Secret::generate();
+    sessions::create(
+        conn,
+        &NewSession {
+            id_hash: &secret.digest_hex(),
+            user_id,
+            organization_id,
+            ip: Some(ip),
+            user_agent,
+            expires_at: now + config.session_lifetime.as_secs() as i64,
+        },
+        now,
+    )
+    .await?;
+    let mut cookie = secure_cookie(
+        config,
+        session_cookie_name(config),
+        secret.expose_secret().to_string(),
+    );
+    cookie.set_max_age(Some(time::Duration::seconds(
+        config.session_lifetime.as_secs() as i64,
+    )));
+    Ok(cookie)
+}
+
+/// The signed-in person, for handlers that require one.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub session_id: i64,
+    pub user_id: i64,
+    pub email: String,
+    /// The organization the session is looking at.
+    pub membership: Membership,
+    /// Every active membership, for the organization switcher.
+    pub memberships: Vec<Membership>,
+}
+
+impl SignedIn {
+    pub fn organization_id(&self) -> i64 {
+        self.membership.organization.id
+    }
+
+    pub fn is_superuser(&self) -> bool {
+        self.membership.role == Role::Superuser
+    }
+}
+
+/// Looks the session up from the cookie jar; `None` when there is no live
+/// session or the user has no active membership left.
+pub async fn current_session(state: &AppState, jar: &CookieJar) -> StoreResult<Option<SignedIn>> {
+    let Some(cookie) = jar.get(session_cookie_name(&state.config)) else {
+        return Ok(None);
+    };
+    let Some(secret) = Secret::parse(cookie.value()) else {
+        return Ok(None);
+    };
+    let now = state.clock.unix();
+    let idle = state.config.session_idle_timeout.as_secs() as i64;
+    let Some(record) = sessions::find_live(&state.db, &secret.digest_hex(), now, idle).await?
+    else {
+        return Ok(None);
+    };
+    let memberships = orgs::active_memberships(&state.db, record.user_id).await?;
+    let current = record
+        .current_organization_id
+        .and_then(|id| memberships.iter().find(|m| m.organization.id == id))
+        .or_else(|| memberships.first())
+        .cloned();
+    let Some(membership) = current else {
+        // Disabled everywhere: the session is over.
+        sessions::delete(&state.db, record.id).await?;
+        return Ok(None);
+    };
+    if record.current_organization_id != Some(membership.organization.id) {
+        sessions::set_current_organization(&state.db, record.id, membership.organization.id)
+            .await?;
+    }
+    if now - record.last_seen_at >= TOUCH_EVERY_SECONDS {
+        sessions::touch(&state.db, record.id, now).await?;
+    }
+    Ok(Some(SignedIn {
+        session_id: record.id,
+        user_id: record.user_id,
+        email: record.email,
+        membership,
+        memberships,
+    }))
+}
+
+/// Why a request that needs a session did not get one.
+pub enum AuthRejection {
+    /// Pages: go and sign in, then come back here.
+    SignIn {
+        next: String,
+        htmx: bool,
+    },
+    /// The JSON API: a plain 401.
+    Json,
+    Store(StoreError),
+}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        match self {
+            AuthRejection::SignIn { next, htmx } => {
+                let location = format!("/signin?next={}", url_encode(&next));
+                let mut response = if htmx {
+                    // htmx would follow a 303 inside the fragment; ask it to navigate.
+                    let mut r = StatusCode::UNAUTHORIZED.into_response();
+                    if let Ok(v) = HeaderValue::from_str(&location) {
+                        r.headers_mut().insert("hx-redirect", v);
+                    }
+                    r
+                } else {
+                    let mut r = StatusCode::SEE_OTHER.into_response();
+                    if let Ok(v) = HeaderValue::from_str(&location) {
+                        r.headers_mut().insert(header::LOCATION, v);
+                    }
+                    r
+                };
+                response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            AuthRejection::Json => (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({ "error": "Sign in first: this API needs a browser session." })),
+            )
+                .into_response(),
+            AuthRejection::Store(e) => crate::error::AppError::from(e).into_response(),
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for SignedIn
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let jar = CookieJar::from_headers(&parts.headers);
+        match current_session(&state, &jar).await {
+            Ok(Some(signed_in)) => Ok(signed_in),
+            Ok(None) if parts.uri.path().starts_with("/api/") => Err(AuthRejection::Json),
+            Ok(None) => {
+                let next = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "/".into());
+                let htmx = parts.headers.contains_key("hx-request");
+                Err(AuthRejection::SignIn { next, htmx })
+            }
+            Err(e) => Err(AuthRejection::Store(e)),
+        }
+    }
+}
+
+/// Only local paths are accepted as a place to return to after sign-in, so
+/// a crafted link cannot send someone to another site.
+pub fn safe_next(raw: Option<&str>) -> Option<String> {
+    let raw = raw?.trim();
+    let local = raw.starts_with('/')
+        && !raw.starts_with("//")
+        && !raw.starts_with("/\\")
+        && !raw.chars().any(|c| c.is_control() || c == '\\')
+        && raw.len() <= 2000;
+    local.then(|| raw.to_string())
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_next_accepts_only_local_paths() {
+        assert_eq!(
+            safe_next(Some("/settings/api-tokens?x=1")).as_deref(),
+            Some("/settings/api-tokens?x=1")
+        );
+        for bad in [
+            "https://evil.example",
+            "//evil.example/x",
+            "/\\evil.example",
+            "evil",
+            "",
+            "/a\nb",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(safe_next(Some(bad)), None, "{bad:?}");
+        }
+        assert_eq!(safe_next(None), None);
+    }
+
+    #[test]
+    fn url_encode_keeps_paths_readable() {
+        assert_eq!(url_encode("/team?q=a b&c"), "/team%3Fq%3Da%20b%26c");
+    }
+}

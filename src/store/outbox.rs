@@ -1,0 +1,172 @@
+//! The mail outbox: rows written in the transaction of the change they
+//! report, claimed one at a time by a delivery worker. A claim is a lease
+//! (`locked_until`), so a crashed worker's message is retried by another.
+
+use sqlx::AnyConnection;
+
+use super::{Backend, Db, StoreResult};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub template: String,
+    pub recipient: String,
+    pub payload: String,
+    pub created_at: i64,
+    pub attempts: i64,
+}
+
+pub async fn enqueue(
+    conn: &mut AnyConnection,
+    template: &str,
+    recipient: &str,
+    payload: &str,
+    now: i64,
+) -> StoreResult<i64> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO mail_outbox (template, recipient, payload, created_at, next_attempt_at) \
+         VALUES ($1, $2, $3, $4, $4) RETURNING id",
+    )
+    .bind(template)
+    .bind(recipient)
+    .bind(payload)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+// The same claim on both engines; PostgreSQL adds SKIP LOCKED so that
+// instances sharing the database never wait on, or take, each other's row.
+// On SQLite the write transaction (BEGIN IMMEDIATE) makes it atomic.
+const CLAIM_SQLITE: &str = "UPDATE mail_outbox SET locked_until = $1, attempts = attempts + 1 \
+     WHERE id = (SELECT id FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL \
+     AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until <= $2) ORDER BY id LIMIT 1) \
+     RETURNING id, template, recipient, payload, created_at, attempts";
+const CLAIM_POSTGRES: &str = "UPDATE mail_outbox SET locked_until = $1, attempts = attempts + 1 \
+     WHERE id = (SELECT id FROM mail_outbox WHERE sent_at IS NULL AND failed_at IS NULL \
+     AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until <= $2) ORDER BY id LIMIT 1 \
+     FOR UPDATE SKIP LOCKED) \
+     RETURNING id, template, recipient, payload, created_at, attempts";
+
+/// Takes the oldest due message for `lease_seconds`, if any.
+pub async fn claim_next(
+    db: &Db,
+    now: i64,
+    lease_seconds: i64,
+) -> StoreResult<Option<OutboxMessage>> {
+    let sql = match db.backend() {
+        Backend::Sqlite => CLAIM_SQLITE,
+        Backend::Postgres => CLAIM_POSTGRES,
+    };
+    let mut tx = db.begin().await?;
+    let row: Option<(i64, String, String, String, i64, i64)> = sqlx::query_as(sql)
+        .bind(now + lease_seconds)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row.map(
+        |(id, template, recipient, payload, created_at, attempts)| OutboxMessage {
+            id,
+            template,
+            recipient,
+            payload,
+            created_at,
+            attempts,
+        },
+    ))
+}
+
+pub async fn mark_sent(db: &Db, id: i64, message_id: &str, now: i64) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE mail_outbox SET sent_at = $1, message_id = $2, locked_until = NULL, last_error = NULL WHERE id = $3",
+    )
+    .bind(now)
+    .bind(message_id)
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_retry(db: &Db, id: i64, error: &str, next_attempt_at: i64) -> StoreResult<()> {
+    sqlx::query("UPDATE mail_outbox SET next_attempt_at = $1, last_error = $2, locked_until = NULL WHERE id = $3")
+        .bind(next_attempt_at)
+        .bind(error)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_failed(db: &Db, id: i64, error: &str, now: i64) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE mail_outbox SET failed_at = $1, last_error = $2, locked_until = NULL WHERE id = $3",
+    )
+    .bind(now)
+    .bind(error)
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// A row of `keysmith mail status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxStatus {
+    pub id: i64,
+    pub template: String,
+    pub recipient: String,
+    pub created_at: i64,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub failed_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Messages not yet delivered: pending and failed, oldest first.
+pub async fn undelivered(db: &Db) -> StoreResult<Vec<OutboxStatus>> {
+    let rows: Vec<(i64, String, String, i64, i64, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT id, template, recipient, created_at, attempts, next_attempt_at, failed_at, last_error \
+         FROM mail_outbox WHERE sent_at IS NULL ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                id,
+                template,
+                recipient,
+                created_at,
+                attempts,
+                next_attempt_at,
+                failed_at,
+                last_error,
+            )| OutboxStatus {
+                id,
+                template,
+                recipient,
+                created_at,
+                attempts,
+                next_attempt_at,
+                failed_at,
+                last_error,
+            },
+        )
+        .collect())
+}
+
+/// Puts failed messages back in the queue, due now, with a fresh time budget.
+pub async fn requeue_failed(db: &Db, now: i64) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "UPDATE mail_outbox SET failed_at = NULL, next_attempt_at = $1, created_at = $1, attempts = 0 \
+         WHERE sent_at IS NULL AND failed_at IS NOT NULL",
+    )
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected())
+}

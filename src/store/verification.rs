@@ -1,0 +1,168 @@
+//! The queries behind bearer verification: one token with everything that
+//! decides whether it may be used (its owner, membership, organization and
+//! that organization's policy), and the batched write of "last used".
+//! The verifier caches what [`load_by_digest`] returns, so this runs once per
+//! token rather than once per request.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Db, StoreResult};
+use crate::token::TokenDigest;
+
+/// A token as verification sees it. Nothing here is decided yet: the
+/// verifier applies the rules (and the clock) to these facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFacts {
+    pub token_id: i64,
+    pub user_id: i64,
+    pub email: String,
+    pub organization_id: i64,
+    pub organization_name: String,
+    pub label: String,
+    pub display_prefix: String,
+    /// Granted scope names, space separated (the stored form).
+    pub scopes: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub disabled_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// `None` when the owner is no longer a member at all.
+    pub membership: Option<MembershipFacts>,
+    /// The organization's own per-minute budgets, when it set them.
+    pub reads_per_minute: Option<i64>,
+    pub writes_per_minute: Option<i64>,
+    /// The organization's scope policy (stored form), when it set one.
+    pub allowed_scopes: Option<String>,
+    /// The projects the token is restricted to, as (id, name); empty means
+    /// unrestricted.
+    pub projects: Vec<(i64, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipFacts {
+    pub role: String,
+    pub can_manage_tokens: bool,
+    pub disabled: bool,
+}
+
+/// Everything about the token with this digest, or `None` if no token has it.
+pub async fn load_by_digest(db: &Db, digest: &TokenDigest) -> StoreResult<Option<TokenFacts>> {
+    let row: Option<AnyRow> = sqlx::query(
+        "SELECT t.id, t.user_id, u.email, t.organization_id, o.name AS organization_name, \
+         t.label, t.display_prefix, t.scopes, t.created_at, t.expires_at, t.disabled_at, \
+         t.revoked_at, m.role, m.can_manage_tokens, m.disabled_at AS member_disabled_at, \
+         o.reads_per_minute, o.writes_per_minute, o.allowed_scopes \
+         FROM api_tokens t \
+         JOIN users u ON u.id = t.user_id \
+         JOIN organizations o ON o.id = t.organization_id \
+         LEFT JOIN memberships m \
+           ON m.organization_id = t.organization_id AND m.user_id = t.user_id \
+         WHERE t.token_hash = $1",
+    )
+    .bind(digest.to_hex())
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let token_id: i64 = row.try_get("id")?;
+    let projects: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT p.id, p.name FROM api_token_projects tp JOIN projects p ON p.id = tp.project_id \
+         WHERE tp.token_id = $1 ORDER BY p.name",
+    )
+    .bind(token_id)
+    .fetch_all(db.pool())
+    .await?;
+    let role: Option<String> = row.try_get("role")?;
+    let membership = match role {
+        Some(role) => Some(MembershipFacts {
+            role,
+            can_manage_tokens: row.try_get::<Option<i64>, _>("can_manage_tokens")? == Some(1),
+            disabled: row
+                .try_get::<Option<i64>, _>("member_disabled_at")?
+                .is_some(),
+        }),
+        None => None,
+    };
+    Ok(Some(TokenFacts {
+        token_id,
+        user_id: row.try_get("user_id")?,
+        email: row.try_get("email")?,
+        organization_id: row.try_get("organization_id")?,
+        organization_name: row.try_get("organization_name")?,
+        label: row.try_get("label")?,
+        display_prefix: row.try_get("display_prefix")?,
+        scopes: row.try_get("scopes")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        disabled_at: row.try_get("disabled_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        membership,
+        reads_per_minute: row.try_get("reads_per_minute")?,
+        writes_per_minute: row.try_get("writes_per_minute")?,
+        allowed_scopes: row.try_get("allowed_scopes")?,
+        projects,
+    }))
+}
+
+/// The latest use of one token, as recorded on its row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastUse {
+    pub token_id: i64,
+    pub at: i64,
+    pub method: String,
+    pub path: String,
+    pub ip: String,
+}
+
+/// Rows per statement: 5 parameters each keeps a statement far below both
+/// engines' parameter limits.
+const FLUSH_CHUNK: usize = 200;
+
+/// Writes a batch of last uses, a few statements for the whole batch. A use
+/// older than what the row already holds (another instance saw a later one)
+/// does not overwrite it.
+pub async fn record_last_used(db: &Db, uses: &[LastUse]) -> StoreResult<()> {
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let mut tx = db.begin().await?;
+    for chunk in uses.chunks(FLUSH_CHUNK) {
+        // Both engines name the columns of a VALUES list column1, column2, …
+        let mut sql = String::from(
+            "UPDATE api_tokens SET last_used_at = v.column2, last_used_method = v.column3, \
+             last_used_path = v.column4, last_used_ip = v.column5 FROM (VALUES ",
+        );
+        for n in 0..chunk.len() {
+            let p = n * 5;
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(CAST(${} AS BIGINT), CAST(${} AS BIGINT), ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5
+            ));
+        }
+        sql.push_str(
+            ") AS v WHERE api_tokens.id = v.column1 \
+             AND (api_tokens.last_used_at IS NULL OR api_tokens.last_used_at <= v.column2)",
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for u in chunk {
+            query = query
+                .bind(u.token_id)
+                .bind(u.at)
+                .bind(u.method.as_str())
+                .bind(u.path.as_str())
+                .bind(u.ip.as_str());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

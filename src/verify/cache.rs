@@ -1,0 +1,154 @@
+//! A bounded in-memory map from token digest to what verification learned,
+//! split into shards so concurrent requests rarely wait on one another.
+//!
+//! Inserts carry the invalidation generation their database read started
+//! under, and are dropped if an invalidation happened since: a request that
+//! read the database before a revocation must not put the stale answer back
+//! after the revocation removed it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::token::TokenDigest;
+
+const SHARDS: usize = 64;
+
+pub(crate) struct DigestCache<V> {
+    shards: Box<[Mutex<HashMap<TokenDigest, V>>]>,
+    per_shard: usize,
+}
+
+impl<V: Clone> DigestCache<V> {
+    /// A cache holding at most about `capacity` entries.
+    pub(crate) fn new(capacity: usize) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        DigestCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard,
+        }
+    }
+
+    fn shard(&self, digest: &TokenDigest) -> &Mutex<HashMap<TokenDigest, V>> {
+        // A digest is uniformly random already: its first byte picks the shard.
+        &self.shards[usize::from(digest.as_bytes()[0]) % SHARDS]
+    }
+
+    pub(crate) fn get(&self, digest: &TokenDigest) -> Option<V> {
+        lock(self.shard(digest)).get(digest).cloned()
+    }
+
+    /// Inserts unless `generation` moved away from `seen` since the caller
+    /// read the database. Returns whether it inserted.
+    pub(crate) fn insert_if_current(
+        &self,
+        digest: TokenDigest,
+        value: V,
+        generation: &AtomicU64,
+        seen: u64,
+    ) -> bool {
+        let mut shard = lock(self.shard(&digest));
+        // Checked under the shard lock: an invalidation bumps the generation
+        // before it takes the shard locks to remove entries, so either this
+        // check sees the new generation, or the removal runs after this insert.
+        if generation.load(Ordering::SeqCst) != seen {
+            return false;
+        }
+        if shard.len() >= self.per_shard && !shard.contains_key(&digest) {
+            // Full: make room by dropping an arbitrary entry. A dropped entry
+            // costs one database read the next time its token is seen.
+            if let Some(victim) = shard.keys().next().copied() {
+                shard.remove(&victim);
+            }
+        }
+        shard.insert(digest, value);
+        true
+    }
+
+    pub(crate) fn remove(&self, digest: &TokenDigest) {
+        lock(self.shard(digest)).remove(digest);
+    }
+
+    /// Removes every entry for which `doomed` is true.
+    pub(crate) fn remove_where(&self, mut doomed: impl FnMut(&V) -> bool) {
+        for shard in self.shards.iter() {
+            lock(shard).retain(|_, v| !doomed(v));
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        for shard in self.shards.iter() {
+            lock(shard).clear();
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere mid-update of a plain map;
+/// the map itself is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(n: u8) -> TokenDigest {
+        let mut b = [0u8; 32];
+        b[0] = n;
+        b[1] = n.wrapping_mul(7);
+        TokenDigest::from_bytes(b)
+    }
+
+    #[test]
+    fn an_insert_after_an_invalidation_is_dropped() {
+        let cache = DigestCache::new(100);
+        let generation = AtomicU64::new(0);
+        // A request reads the database...
+        let seen = generation.load(Ordering::SeqCst);
+        // ...meanwhile the token is revoked and the cache invalidated...
+        generation.fetch_add(1, Ordering::SeqCst);
+        cache.remove_where(|_: &u32| true);
+        // ...and the stale answer must not come back.
+        assert!(!cache.insert_if_current(digest(1), 7u32, &generation, seen));
+        assert_eq!(cache.get(&digest(1)), None);
+        let seen = generation.load(Ordering::SeqCst);
+        assert!(cache.insert_if_current(digest(1), 8u32, &generation, seen));
+        assert_eq!(cache.get(&digest(1)), Some(8));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bound() {
+        let cache = DigestCache::new(SHARDS * 2);
+        let generation = AtomicU64::new(0);
+        for n in 0..=255u8 {
+            for m in 0..4u8 {
+                let mut b = [0u8; 32];
+                b[0] = n;
+                b[1] = m;
+                cache.insert_if_current(TokenDigest::from_bytes(b), 1u8, &generation, 0);
+            }
+        }
+        assert!(cache.len() <= SHARDS * 2, "{}", cache.len());
+    }
+
+    #[test]
+    fn remove_where_and_clear() {
+        let cache = DigestCache::new(100);
+        let generation = AtomicU64::new(0);
+        for n in 0..10u8 {
+            cache.insert_if_current(digest(n), u32::from(n), &generation, 0);
+        }
+        cache.remove_where(|v| v % 2 == 0);
+        assert_eq!(cache.len(), 5);
+        assert_eq!(cache.get(&digest(3)), Some(3));
+        cache.remove(&digest(3));
+        assert_eq!(cache.get(&digest(3)), None);
+        cache.clear();
+        assert_eq!(cache.len(), 0);
+    }
+}

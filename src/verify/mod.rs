@@ -1,0 +1,489 @@
+//! The verifier: answers "is this token good?" for the bearer endpoints
+//! without a database round trip per request, and forgets its answers the
+//! moment a change makes them wrong.
+//!
+//! - [`cache`]: the bounded digest → answer map, with its stale-fill guard.
+//!   Unknown digests are cached too (in a map of their own, so garbage
+//!   cannot push real tokens out).
+//! - [`rate_limit`]: per-token read and write budgets.
+//! - [`last_used`]: "last used" coalesced in memory, flushed in batches.
+//! - [`listener`]: on PostgreSQL, `LISTEN keysmith_invalidate`, so a change
+//!   made on another instance reaches this one's cache.
+//!
+//! Changes reach the cache through [`Verifier::invalidate`] (synchronous,
+//! this instance) and [`store::invalidation::announce`] (other instances);
+//! [`commit_and_invalidate`] does both for a write transaction.
+
+mod cache;
+pub mod last_used;
+mod listener;
+pub mod rate_limit;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::{Any, Transaction};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::invalidation::{self, Invalidation};
+use crate::store::verification::{self, TokenFacts};
+use crate::store::{Backend, Db, StoreError, StoreResult};
+use crate::token::{PlainToken, ScopeSet, TokenDigest};
+use cache::DigestCache;
+use last_used::LastUsedBuffer;
+use rate_limit::{RateDecision, RateLimiter, RequestClass};
+
+/// Most tokens kept in memory. About 1 KB each, so this bounds the cache
+/// near 50 MB in the worst case; a deployment's active tokens are usually
+/// far fewer.
+const KNOWN_CAPACITY: usize = 50_000;
+/// Most unknown digests remembered.
+const UNKNOWN_CAPACITY: usize = 20_000;
+/// A cached answer older than this is re-read in the background (a safety
+/// net for changes made behind Keysmith's back, e.g. by hand in SQL).
+const REFRESH_AFTER: Duration = Duration::from_secs(60);
+/// A token that is dead for a reason that can be undone (disabled token or
+/// member, withdrawn permission) is re-read at most this long after caching.
+const REVIVABLE_REFRESH_AFTER: Duration = Duration::from_secs(2);
+/// How long one database read may take before the answer is "unavailable".
+const LOAD_TIMEOUT: Duration = Duration::from_millis(1500);
+/// After a failed read, requests that need the database fail at once for
+/// this long instead of each waiting for the timeout.
+const BACKOFF_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// How often "last used" is written.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// A project a token is restricted to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+}
+
+/// Why a known token does not verify (never shown to callers: they all get
+/// the same `invalid_token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Live,
+    Revoked,
+    Disabled,
+    NotAMember,
+    MemberDisabled,
+    NotPermitted,
+}
+
+impl Standing {
+    /// Dead now, but a superuser or the owner can bring it back.
+    fn revivable(self) -> bool {
+        matches!(
+            self,
+            Standing::Disabled
+                | Standing::NotAMember
+                | Standing::MemberDisabled
+                | Standing::NotPermitted
+        )
+    }
+}
+
+/// What the verifier knows about one token.
+#[derive(Debug)]
+pub struct TokenInfo {
+    pub token_id: i64,
+    pub user_id: i64,
+    pub email: String,
+    pub organization_id: i64,
+    pub organization_name: String,
+    pub label: String,
+    pub display_prefix: String,
+    /// The scopes the token may use: the closure of what it was granted,
+    /// narrowed by the organization's scope policy when there is one.
+    pub scopes: ScopeSet,
+    /// `scopes`, space separated.
+    pub scopes_str: String,
+    /// Empty: unrestricted.
+    pub projects: Vec<Project>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub standing: Standing,
+    pub reads_per_minute: u32,
+    pub writes_per_minute: u32,
+    loaded_at: Instant,
+    refreshing: AtomicBool,
+}
+
+impl TokenInfo {
+    fn from_facts(facts: TokenFacts, config: &Config) -> TokenInfo {
+        let standing = if facts.revoked_at.is_some() {
+            Standing::Revoked
+        } else if facts.disabled_at.is_some() {
+            Standing::Disabled
+        } else {
+            match &facts.membership {
+                None => Standing::NotAMember,
+                Some(m) if m.disabled => Standing::MemberDisabled,
+                Some(m) if m.role != "superuser" && !m.can_manage_tokens => Standing::NotPermitted,
+                Some(_) => Standing::Live,
+            }
+        };
+        let mut scopes = config
+            .scopes
+            .effective(&ScopeSet::from_stored(&facts.scopes));
+        if let Some(policy) = facts.allowed_scopes.as_deref() {
+            let allowed = config.scopes.effective(&ScopeSet::from_stored(policy));
+            let kept: Vec<&str> = scopes
+                .iter()
+                .map(|s| s.as_str())
+                .filter(|s| allowed.contains(s))
+                .collect();
+            scopes = ScopeSet::from_stored(&kept.join(" "));
+        }
+        let per_minute = |own: Option<i64>, default: u32| {
+            own.and_then(|n| u32::try_from(n).ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(default)
+        };
+        TokenInfo {
+            token_id: facts.token_id,
+            user_id: facts.user_id,
+            email: facts.email,
+            organization_id: facts.organization_id,
+            organization_name: facts.organization_name,
+            label: facts.label,
+            display_prefix: facts.display_prefix,
+            scopes_str: scopes.to_stored(),
+            scopes,
+            projects: facts
+                .projects
+                .into_iter()
+                .map(|(id, name)| Project { id, name })
+                .collect(),
+            created_at: facts.created_at,
+            expires_at: facts.expires_at,
+            standing,
+            reads_per_minute: per_minute(
+                facts.reads_per_minute,
+                config.rate_limits.reads_per_minute,
+            ),
+            writes_per_minute: per_minute(
+                facts.writes_per_minute,
+                config.rate_limits.writes_per_minute,
+            ),
+            loaded_at: Instant::now(),
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the token may be used at `now` (unix seconds): live, and
+    /// strictly before its expiry.
+    pub fn is_active_at(&self, now: i64) -> bool {
+        self.standing == Standing::Live && self.expires_at.is_none_or(|at| now < at)
+    }
+
+    /// Whether the token may be used for `project` (by name): unrestricted
+    /// tokens may be used for any.
+    pub fn allows_project(&self, project: &str) -> bool {
+        self.projects.is_empty() || self.projects.iter().any(|p| p.name == project)
+    }
+
+    pub fn limit_for(&self, class: RequestClass) -> u32 {
+        match class {
+            RequestClass::Read => self.reads_per_minute,
+            RequestClass::Write => self.writes_per_minute,
+        }
+    }
+}
+
+/// The answer for one presented token.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Active(Arc<TokenInfo>),
+    /// Unknown, expired, revoked, disabled, or its owner may not use tokens.
+    Inactive,
+}
+
+/// The database could not be asked and nothing usable was cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the token store is not answering")]
+pub struct Unavailable;
+
+pub struct Verifier {
+    db: Db,
+    config: Arc<Config>,
+    clock: Clock,
+    known: DigestCache<Arc<TokenInfo>>,
+    unknown: DigestCache<Instant>,
+    /// Bumped by every invalidation; see [`cache`].
+    generation: AtomicU64,
+    /// On PostgreSQL, whether the invalidation listener is connected. While
+    /// it is not, a change on another instance might go unheard, so cached
+    /// answers are re-read (and used only if the database cannot be reached).
+    listening: AtomicBool,
+    /// Milliseconds since `epoch` until which the database counts as down.
+    down_until_ms: AtomicU64,
+    epoch: Instant,
+    limiter: RateLimiter,
+    last_used: LastUsedBuffer,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Verifier {
+    pub fn new(db: Db, config: Arc<Config>, clock: Clock) -> Verifier {
+        let (stop, _) = watch::channel(false);
+        Verifier {
+            listening: AtomicBool::new(db.backend() == Backend::Sqlite),
+            db,
+            config,
+            clock,
+            known: DigestCache::new(KNOWN_CAPACITY),
+            unknown: DigestCache::new(UNKNOWN_CAPACITY),
+            generation: AtomicU64::new(0),
+            down_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            limiter: RateLimiter::default(),
+            last_used: LastUsedBuffer::default(),
+            stop,
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Decides whether `token` may be used now.
+    pub async fn verify(self: &Arc<Self>, token: &PlainToken) -> Result<Verdict, Unavailable> {
+        let digest = token.digest();
+        let trusted = self.listening.load(Ordering::Acquire);
+        if let Some(info) = self.known.get(&digest) {
+            let age = info.loaded_at.elapsed();
+            let must_reread =
+                !trusted || (info.standing.revivable() && age >= REVIVABLE_REFRESH_AFTER);
+            if !must_reread {
+                if age >= REFRESH_AFTER && !info.refreshing.swap(true, Ordering::AcqRel) {
+                    let this = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let _ = this.load(digest).await;
+                    });
+                }
+                return Ok(self.verdict(info));
+            }
+            return match self.load(digest).await {
+                Ok(verdict) => Ok(verdict),
+                // The database is out of reach: the last known answer is
+                // better than none, and it was right when it was read.
+                Err(Unavailable) => Ok(self.verdict(info)),
+            };
+        }
+        if let Some(seen) = self.unknown.get(&digest) {
+            if seen.elapsed() < REFRESH_AFTER {
+                return Ok(Verdict::Inactive);
+            }
+        }
+        self.load(digest).await
+    }
+
+    fn verdict(&self, info: Arc<TokenInfo>) -> Verdict {
+        if info.is_active_at(self.clock.unix()) {
+            Verdict::Active(info)
+        } else {
+            Verdict::Inactive
+        }
+    }
+
+    /// Reads the token from the database and caches the answer.
+    async fn load(&self, digest: TokenDigest) -> Result<Verdict, Unavailable> {
+        let now_ms = self.millis_since_epoch();
+        if now_ms < self.down_until_ms.load(Ordering::Acquire) {
+            return Err(Unavailable);
+        }
+        let seen = self.generation.load(Ordering::SeqCst);
+        let read = tokio::time::timeout(
+            LOAD_TIMEOUT,
+            verification::load_by_digest(&self.db, &digest),
+        )
+        .await;
+        match read {
+            Ok(Ok(Some(facts))) => {
+                let info = Arc::new(TokenInfo::from_facts(facts, &self.config));
+                self.known
+                    .insert_if_current(digest, Arc::clone(&info), &self.generation, seen);
+                self.unknown.remove(&digest);
+                Ok(self.verdict(info))
+            }
+            Ok(Ok(None)) => {
+                self.unknown
+                    .insert_if_current(digest, Instant::now(), &self.generation, seen);
+                Ok(Verdict::Inactive)
+            }
+            Ok(Err(e)) => {
+                self.note_failure(&e.to_string());
+                Err(Unavailable)
+            }
+            Err(_) => {
+                self.note_failure("timed out");
+                Err(Unavailable)
+            }
+        }
+    }
+
+    fn note_failure(&self, why: &str) {
+        tracing::warn!(
+            error = why,
+            "token verification could not read the database"
+        );
+        let until = self.millis_since_epoch() + BACKOFF_AFTER_FAILURE.as_millis() as u64;
+        self.down_until_ms.store(until, Ordering::Release);
+    }
+
+    fn millis_since_epoch(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Forgets every cached answer `what` affects. Local and synchronous:
+    /// once this returns, the next request on this instance for an affected
+    /// token re-reads the database.
+    pub fn invalidate(&self, what: &Invalidation) {
+        // First the generation, then the removal: see `cache`.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        match *what {
+            Invalidation::Token(id) => self.known.remove_where(|t| t.token_id == id),
+            Invalidation::Member {
+                organization_id,
+                user_id,
+            } => self
+                .known
+                .remove_where(|t| t.organization_id == organization_id && t.user_id == user_id),
+            Invalidation::Organization(id) => self.known.remove_where(|t| t.organization_id == id),
+        }
+    }
+
+    /// Forgets every cached answer.
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.known.clear();
+        self.unknown.clear();
+    }
+
+    /// Whether cached answers are trusted: always on SQLite; on PostgreSQL
+    /// while the invalidation listener is connected.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    /// How many tokens are cached (known ones only).
+    pub fn cached_tokens(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Counts one request by `token` against its budget for `class`.
+    pub fn check_rate(&self, token: &TokenInfo, class: RequestClass) -> RateDecision {
+        let now = self.clock.now();
+        let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        self.limiter
+            .check(token.token_id, class, token.limit_for(class), now_ms)
+    }
+
+    /// Remembers this use of `token` for the next "last used" flush. `path`
+    /// must not contain the query string.
+    pub fn record_use(&self, token: &TokenInfo, method: &str, path: &str, ip: IpAddr) {
+        self.last_used
+            .record(token.token_id, self.clock.unix(), method, path, ip);
+    }
+
+    /// Writes the pending "last used" entries now. On failure they are kept
+    /// for the next attempt.
+    pub async fn flush_last_used(&self) -> StoreResult<()> {
+        let batch = self.last_used.take();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = verification::record_last_used(&self.db, &batch).await {
+            self.last_used.restore(batch);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Starts the background work: the "last used" flusher, and on
+    /// PostgreSQL the invalidation listener. Call once, from `app::start`.
+    pub fn start_background(self: &Arc<Self>) {
+        let mut tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tasks.push(tokio::spawn(flusher(
+            Arc::clone(self),
+            self.stop.subscribe(),
+        )));
+        if let crate::config::DatabaseUrl::Postgres(url) = &self.config.database_url {
+            tasks.push(tokio::spawn(listener::run(
+                Arc::clone(self),
+                url.clone(),
+                self.stop.subscribe(),
+            )));
+        }
+    }
+
+    /// Stops the background work and writes what is still pending.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
+        if let Err(e) = self.flush_last_used().await {
+            tracing::warn!(error = %e, pending = self.last_used.len(), "could not record last use of tokens at shutdown");
+        }
+    }
+
+    fn set_listening(&self, on: bool) {
+        self.listening.store(on, Ordering::Release);
+    }
+}
+
+async fn flusher(verifier: Arc<Verifier>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(FLUSH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = verifier.flush_last_used().await {
+            tracing::warn!(error = %e, "could not record last use of tokens; will retry");
+        }
+        let now_ms = i64::try_from(verifier.clock.now().unix_timestamp_nanos() / 1_000_000)
+            .unwrap_or(i64::MAX);
+        verifier.limiter.prune(now_ms);
+    }
+}
+
+/// Commits a write transaction that kills or narrows tokens and makes every
+/// instance forget what it cached about them: each change is announced
+/// inside the transaction (PostgreSQL delivers the notifications only if it
+/// commits), then, once committed, this instance's cache is invalidated
+/// before returning.
+pub async fn commit_and_invalidate(
+    mut tx: Transaction<'static, Any>,
+    verifier: &Verifier,
+    what: &[Invalidation],
+) -> StoreResult<()> {
+    let backend = verifier.db.backend();
+    for w in what {
+        invalidation::announce(&mut tx, backend, w).await?;
+    }
+    let committed = tx.commit().await;
+    // Invalidate even if the commit reported an error: the outcome of a
+    // failed commit is uncertain, and forgetting costs only a re-read.
+    for w in what {
+        verifier.invalidate(w);
+    }
+    committed.map_err(StoreError::from)
+}
