@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod bearer;
 mod cli;
 mod health;
 mod mail;

@@ -53,9 +53,16 @@ async fn introspection_needs_configured_client_credentials(backend: Backend) {
         if let Some((id, secret)) = creds {
             req = req.basic_auth(id, Some(secret));
         }
-        let r = req.form(&[("token", t.token.as_str())]).send().await.unwrap();
+        let r = req
+            .form(&[("token", t.token.as_str())])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "{creds:?}");
-        assert_eq!(header(&r, "www-authenticate").as_deref(), Some("Basic realm=\"keysmith\""));
+        assert_eq!(
+            header(&r, "www-authenticate").as_deref(),
+            Some("Basic realm=\"keysmith\"")
+        );
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], "invalid_client");
     }
@@ -86,7 +93,11 @@ async fn introspection_needs_configured_client_credentials(backend: Backend) {
 
 async fn a_missing_token_is_invalid_request(backend: Backend) {
     let app = spawn(backend).await;
-    for form in [vec![], vec![("token", "")], vec![("token_type_hint", "access_token")]] {
+    for form in [
+        vec![],
+        vec![("token", "")],
+        vec![("token_type_hint", "access_token")],
+    ] {
         let r = app
             .client
             .post(app.url("/oauth/introspect"))
@@ -130,7 +141,16 @@ async fn an_active_token_is_described(backend: Backend) {
     let app = spawn(backend).await;
     let org = org(&app).await;
     let exp = app.state.clock.unix() + 7200;
-    let t = mint(&app, org.id, org.owner, Spec { expires_at: Some(exp), ..Spec::default() }).await;
+    let t = mint(
+        &app,
+        org.id,
+        org.owner,
+        Spec {
+            expires_at: Some(exp),
+            ..Spec::default()
+        },
+    )
+    .await;
     let r = introspect(&app, &t.token).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "cache-control").as_deref(), Some("no-store"));
@@ -160,7 +180,14 @@ async fn anything_not_active_is_exactly_active_false(backend: Backend) {
     let app = spawn(backend).await;
     let org = org(&app).await;
     let revoked = owner_token(&app, &org).await;
-    assert_eq!(introspect(&app, &revoked.token).await.json::<Value>().await.unwrap()["active"], true);
+    assert_eq!(
+        introspect(&app, &revoked.token)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["active"],
+        true
+    );
     revoke(&app, &org, revoked.id).await;
     let unknown = keysmith::token::PlainToken::generate(&app.state.config.token_prefix);
     for token in [

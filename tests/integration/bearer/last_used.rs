@@ -23,11 +23,17 @@ backend_tests!(
 async fn wait_for_use(db: &Db, org_id: i64, token_id: i64, since: i64) -> (TokenRecord, Duration) {
     let started = Instant::now();
     loop {
-        let t = tokens::find_in_org(db, org_id, token_id).await.unwrap().unwrap();
+        let t = tokens::find_in_org(db, org_id, token_id)
+            .await
+            .unwrap()
+            .unwrap();
         if t.last_used_at.is_some_and(|at| at >= since) {
             return (t, started.elapsed());
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "last use never written");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "last use never written"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -57,7 +63,12 @@ async fn forward_auth_records_the_original_method_path_and_client_ip(backend: Ba
     // A later use overwrites it; the clock decides the time.
     app.state.clock.advance(Duration::from_secs(120));
     let later = app.state.clock.unix();
-    assert_eq!(verify(&app, &t.token, "", "DELETE", "/tickets/8").await.status(), 200);
+    assert_eq!(
+        verify(&app, &t.token, "", "DELETE", "/tickets/8")
+            .await
+            .status(),
+        200
+    );
     let (row, _) = wait_for_use(app.db(), org.id, t.id, later).await;
     assert_eq!(row.last_used_method.as_deref(), Some("DELETE"));
     assert_eq!(row.last_used_path.as_deref(), Some("/tickets/8"));
@@ -100,7 +111,10 @@ async fn a_use_just_before_shutdown_is_not_lost(backend: Backend) {
     )
     .await
     .unwrap();
-    let org = Org { id: b.organization.id, owner: b.user.id };
+    let org = Org {
+        id: b.organization.id,
+        owner: b.user.id,
+    };
     let plain = keysmith::token::PlainToken::generate(&state.config.token_prefix);
     let mut tx = state.db.begin().await.unwrap();
     let token_id = tokens::create(
@@ -134,8 +148,17 @@ async fn a_use_just_before_shutdown_is_not_lost(backend: Backend) {
     assert_eq!(r.status(), 200);
     server.shutdown().await.unwrap();
 
-    let db = Db::connect(&database_url, &PoolSettings::default()).await.unwrap();
-    let row = tokens::find_in_org(&db, org.id, token_id).await.unwrap().unwrap();
-    assert!(row.last_used_at.is_some_and(|t| t >= at), "{:?}", row.last_used_at);
+    let db = Db::connect(&database_url, &PoolSettings::default())
+        .await
+        .unwrap();
+    let row = tokens::find_in_org(&db, org.id, token_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        row.last_used_at.is_some_and(|t| t >= at),
+        "{:?}",
+        row.last_used_at
+    );
     db.close().await;
 }

@@ -16,14 +16,17 @@ use keysmith::store::{orgs, tokens};
 use keysmith::token::PlainToken;
 use keysmith::verify::commit_and_invalidate;
 
+use std::time::{Duration, Instant};
+
 use crate::harness::TestApp;
 
-/// Runs each listed `async fn name()` on PostgreSQL only, ignored (with the
+/// Runs each listed `async fn name()` on PostgreSQL only (as
+/// `postgres_only::name`), ignored (with the
 /// reason) where no PostgreSQL is configured.
 #[macro_export]
 macro_rules! postgres_only_tests {
     ($($name:ident),* $(,)?) => {
-        mod postgres {
+        mod postgres_only {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 #[cfg_attr(skip_postgres_tests, ignore = "PostgreSQL test skipped: set KEYSMITH_TEST_POSTGRES_URL (CI sets it)")]
@@ -176,6 +179,19 @@ pub async fn verify(
         .unwrap()
 }
 
+/// Waits until the verifier trusts its cache: at once on SQLite, once the
+/// invalidation listener is connected on PostgreSQL (connecting clears the cache).
+pub async fn wait_until_listening(app: &TestApp) {
+    let started = Instant::now();
+    while !app.state.verifier.is_listening() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "listener never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn www_authenticate(r: &reqwest::Response) -> String {
     r.headers()
         .get("www-authenticate")
@@ -184,7 +200,9 @@ pub fn www_authenticate(r: &reqwest::Response) -> String {
 }
 
 pub fn header(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers().get(name).map(|v| v.to_str().unwrap().to_string())
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
 }
 
 /// The actor of changes made by tests: the org's superuser.

@@ -64,7 +64,10 @@ async fn whoami_describes_the_user_the_organization_and_the_token(backend: Backe
     let prefix = body["token"]["tokenPrefix"].as_str().unwrap();
     assert!(t.token.starts_with(prefix) && prefix.len() < t.token.len() / 2);
     // Effective scopes: write includes read.
-    assert_eq!(body["token"]["scopes"], serde_json::json!(["read", "write"]));
+    assert_eq!(
+        body["token"]["scopes"],
+        serde_json::json!(["read", "write"])
+    );
     assert_eq!(
         body["token"]["projects"],
         serde_json::json!([{ "id": billing, "name": "billing" }])
@@ -77,7 +80,16 @@ async fn whoami_describes_the_user_the_organization_and_the_token(backend: Backe
     assert_eq!(at.unix_timestamp(), expires);
 
     // No expiry and no restriction read as null and [].
-    let plain = mint(&app, org.id, org.owner, Spec { label: "plain", ..Spec::default() }).await;
+    let plain = mint(
+        &app,
+        org.id,
+        org.owner,
+        Spec {
+            label: "plain",
+            ..Spec::default()
+        },
+    )
+    .await;
     let body: Value = whoami(&app, &plain.token).await.json().await.unwrap();
     assert_eq!(body["token"]["expiresAt"], Value::Null);
     assert_eq!(body["token"]["projects"], serde_json::json!([]));
@@ -91,7 +103,10 @@ async fn no_credentials_get_a_bare_challenge(backend: Backend) {
         assert_eq!(r.status(), 401, "{path}");
         assert_eq!(www_authenticate(&r), "Bearer realm=\"keysmith\"", "{path}");
         let body: Value = r.json().await.unwrap();
-        assert!(body["error_description"].is_string(), "JSON for humans: {body}");
+        assert!(
+            body["error_description"].is_string(),
+            "JSON for humans: {body}"
+        );
     }
     // Another scheme is not bearer credentials either.
     let r = app
@@ -165,7 +180,8 @@ async fn two_authorization_headers_or_an_empty_bearer_are_bad_requests(backend: 
     for r in [two, empty, blank] {
         assert_eq!(r.status(), 400);
         assert!(
-            www_authenticate(&r).starts_with("Bearer realm=\"keysmith\", error=\"invalid_request\""),
+            www_authenticate(&r)
+                .starts_with("Bearer realm=\"keysmith\", error=\"invalid_request\""),
             "{}",
             www_authenticate(&r)
         );
@@ -218,7 +234,10 @@ async fn malformed_wrong_prefix_bad_checksum_and_unknown_tokens_are_refused_alik
     }
     // The real one still works, and the unknown one stays refused (now from the negative cache).
     assert_eq!(whoami(&app, &t.token).await.status(), 200);
-    assert_eq!(refusal(whoami(&app, unknown.expose_secret()).await).await, expected);
+    assert_eq!(
+        refusal(whoami(&app, unknown.expose_secret()).await).await,
+        expected
+    );
     app.shutdown().await;
 }
 
@@ -241,8 +260,26 @@ async fn every_dead_token_is_refused_exactly_like_an_unknown_one(backend: Backen
         },
     )
     .await;
-    let revoked = mint(&app, org.id, org.owner, Spec { label: "revoked", ..Spec::default() }).await;
-    let disabled = mint(&app, org.id, org.owner, Spec { label: "disabled", ..Spec::default() }).await;
+    let revoked = mint(
+        &app,
+        org.id,
+        org.owner,
+        Spec {
+            label: "revoked",
+            ..Spec::default()
+        },
+    )
+    .await;
+    let disabled = mint(
+        &app,
+        org.id,
+        org.owner,
+        Spec {
+            label: "disabled",
+            ..Spec::default()
+        },
+    )
+    .await;
     let of_disabled_member = mint(&app, org.id, bob, Spec::default()).await;
     let of_member_without_permission = mint(&app, org.id, carol, Spec::default()).await;
     let all = [
