@@ -11,7 +11,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::Redirect;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -32,7 +32,7 @@ use crate::mail::MailWaker;
 use crate::mail::transport::Transport;
 use crate::mail::worker::MailWorker;
 use crate::store::{Db, PoolSettings, StoreError};
-use crate::{auth, web};
+use crate::{api, auth, web};
 
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
@@ -81,7 +81,32 @@ pub fn router(state: AppState) -> Router {
             post(web::account::switch_organization),
         )
         .route("/dev/mail", get(web::dev_mail::dev_mail))
-        .route("/settings/api-tokens", get(web::tokens::page))
+        .route(
+            "/settings/api-tokens",
+            get(web::tokens::page).post(web::tokens::create),
+        )
+        .route("/settings/api-tokens/new", get(web::tokens::new_form))
+        .route("/settings/api-tokens/{id}/label", get(web::tokens::label))
+        .route(
+            "/settings/api-tokens/{id}/rename",
+            get(web::tokens::rename_form).post(web::tokens::rename),
+        )
+        .route(
+            "/settings/api-tokens/{id}/toggle",
+            post(web::tokens::toggle),
+        )
+        .route(
+            "/settings/api-tokens/{id}/revoke",
+            get(web::tokens::revoke_confirm).post(web::tokens::revoke),
+        )
+        .route(
+            "/api/user/api-keys",
+            get(api::api_keys::list).post(api::api_keys::create),
+        )
+        .route(
+            "/api/user/api-keys/{id}",
+            patch(api::api_keys::update).delete(api::api_keys::revoke),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::csrf::protect,

@@ -349,6 +349,11 @@ pub struct Config {
     /// `/auth/verify` answers a rate-limited request with 403 instead of
     /// 429: nginx `auth_request` turns any status but 2xx/401/403 into a 500.
     pub verify_429_as_403: bool,
+    /// The MCP server agents connect to with a token; shown on the "shown
+    /// once" dialog with ready-made commands. `None` hides that card.
+    pub mcp_url: Option<Url>,
+    /// The name agents register the MCP server under.
+    pub mcp_name: String,
     /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub session_idle_timeout: Duration,
@@ -370,6 +375,8 @@ struct FileConfig {
     mail_give_up_hours: Option<u64>,
     token_prefix: Option<String>,
     trusted_proxies: Option<String>,
+    mcp_url: Option<String>,
+    mcp_name: Option<String>,
     session_idle_minutes: Option<u64>,
     session_lifetime_hours: Option<u64>,
     rate_limits: Option<RateLimits>,
@@ -509,6 +516,37 @@ impl Config {
             None => Vec::new(),
         };
 
+        let mcp_url = match get("KEYSMITH_MCP_URL", file.mcp_url.as_ref()) {
+            Some(raw) => {
+                let url = Url::parse(&raw).map_err(|e| {
+                    ConfigError::new("KEYSMITH_MCP_URL", format!("\"{raw}\" is not a URL ({e}); expected e.g. https://api.example.com/mcp"))
+                })?;
+                if url.scheme() != "http" && url.scheme() != "https" {
+                    return Err(ConfigError::new(
+                        "KEYSMITH_MCP_URL",
+                        "must start with http:// or https://",
+                    ));
+                }
+                Some(url)
+            }
+            None => None,
+        };
+        let mcp_name =
+            get("KEYSMITH_MCP_NAME", file.mcp_name.as_ref()).unwrap_or_else(|| "keysmith".into());
+        if mcp_name.is_empty()
+            || mcp_name.len() > 40
+            || !mcp_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::new(
+                "KEYSMITH_MCP_NAME",
+                format!(
+                    "\"{mcp_name}\" must be 1-40 letters, digits, '-' or '_' (it is used in shell commands)"
+                ),
+            ));
+        }
+
         let trusted_proxies = match get("KEYSMITH_TRUSTED_PROXIES", file.trusted_proxies.as_ref()) {
             Some(raw) => parse_trusted_proxies(&raw)?,
             None => Vec::new(),
@@ -542,6 +580,8 @@ impl Config {
             rate_limits,
             introspection_clients,
             verify_429_as_403,
+            mcp_url,
+            mcp_name,
             trusted_proxies,
             session_idle_timeout: Duration::from_secs(idle_minutes * 60),
             session_lifetime: Duration::from_secs(lifetime_hours * 3600),
@@ -849,6 +889,25 @@ mod tests {
         let e = load(&[("KEYSMITH_VERIFY_429_AS_403", "maybe")]).unwrap_err();
         assert_eq!(e.setting, "KEYSMITH_VERIFY_429_AS_403");
         assert!(e.message.contains("\"maybe\""), "{e}");
+    }
+
+    #[test]
+    fn mcp_settings_are_validated() {
+        assert!(load(&[]).unwrap().mcp_url.is_none());
+        let c = load(&[("KEYSMITH_MCP_URL", "https://api.example.com/mcp")]).unwrap();
+        assert_eq!(c.mcp_url.unwrap().as_str(), "https://api.example.com/mcp");
+        assert_eq!(
+            load(&[("KEYSMITH_MCP_URL", "ftp://x")])
+                .unwrap_err()
+                .setting,
+            "KEYSMITH_MCP_URL"
+        );
+        assert_eq!(
+            load(&[("KEYSMITH_MCP_NAME", "a b; rm -rf")])
+                .unwrap_err()
+                .setting,
+            "KEYSMITH_MCP_NAME"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod mail;
+pub mod service;
 pub mod store;
 pub mod token;
 pub mod verify;

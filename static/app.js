@@ -1,1 +1,220 @@
-// Keysmith page behaviour that htmx does not cover.
+// Keysmith page behaviour that htmx does not cover: the dialog, copy
+// buttons, inline rename keys, implied scopes, the expiry date field, tabs
+// and error messages. Everything here is progressive: without JavaScript
+// the same pages work as plain forms and links.
+(function () {
+  "use strict";
+
+  function dialog() {
+    return document.getElementById("token-dialog");
+  }
+
+  function closeDialog() {
+    var d = dialog();
+    if (!d) return;
+    if (d.open) d.close();
+  }
+
+  // Opening: htmx has just put content into the dialog's body.
+  function afterSwap(event) {
+    var target = event.detail.target;
+    if (target && target.id === "dialog-body") {
+      var d = dialog();
+      if (d && !d.open) d.showModal();
+      var focus = target.querySelector("[autofocus], input:not([type=hidden]), button");
+      if (focus) focus.focus();
+    }
+    var rename = target && target.querySelector && target.querySelector("[data-rename-input]");
+    if (rename) {
+      rename.focus();
+      rename.select();
+    }
+    init(target || document);
+  }
+
+  // Whatever the dialog held (the plaintext token included) leaves the page
+  // when it closes.
+  function onDialogClose() {
+    var body = document.getElementById("dialog-body");
+    if (body) body.innerHTML = "";
+    var opener = document.getElementById("new-token");
+    if (opener) opener.focus();
+  }
+
+  function copyText(button, text) {
+    function done(label) {
+      var original = button.dataset.label || button.textContent;
+      button.dataset.label = original;
+      button.textContent = label;
+      button.classList.add("copied");
+      setTimeout(function () {
+        button.textContent = original;
+        button.classList.remove("copied");
+      }, 2000);
+    }
+    function fallback() {
+      var source = button.dataset.copyFrom && document.querySelector(button.dataset.copyFrom);
+      if (source && source.select) {
+        source.focus();
+        source.select();
+      } else if (source) {
+        var range = document.createRange();
+        range.selectNodeContents(source);
+        var sel = window.getSelection();
+        sel.removeAllRanges();
+        sel.addRange(range);
+      }
+      done("Press Ctrl+C");
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { done("Copied"); }, fallback);
+    } else {
+      fallback();
+    }
+  }
+
+  function onClick(event) {
+    var el = event.target.closest("button, a");
+    if (!el) return;
+    if (el.matches("[data-close-dialog]")) {
+      event.preventDefault();
+      closeDialog();
+      return;
+    }
+    if (el.matches("[data-copy]")) {
+      copyText(el, el.dataset.copy);
+      return;
+    }
+    if (el.matches("[data-copy-from]")) {
+      var source = document.querySelector(el.dataset.copyFrom);
+      if (source) copyText(el, source.value !== undefined && source.tagName === "INPUT" ? source.value : source.textContent);
+      return;
+    }
+    if (el.matches("[role=tab]")) {
+      selectTab(el);
+    }
+  }
+
+  function onKeydown(event) {
+    var input = event.target;
+    if (event.key === "Escape" && input.matches && input.matches("[data-rename-input]")) {
+      // Cancel the inline rename; keep the dialog (if any) open.
+      event.preventDefault();
+      event.stopPropagation();
+      var cell = input.closest("td");
+      if (window.htmx && cell) {
+        window.htmx.ajax("GET", input.dataset.cancelUrl, { target: cell, swap: "innerHTML" });
+      }
+    }
+  }
+
+  function onChange(event) {
+    var el = event.target;
+    if (el.matches("[data-autosubmit]") && el.form) {
+      el.form.requestSubmit ? el.form.requestSubmit() : el.form.submit();
+    }
+    if (el.matches("input[name=scopes]")) updateImplied(el.form);
+    if (el.matches("[data-expiry-select]")) updateExpiry(el.form);
+  }
+
+  // Checking a scope shows the scopes it includes as checked and "included".
+  function updateImplied(form) {
+    if (!form) return;
+    var boxes = form.querySelectorAll("input[name=scopes]");
+    var implied = {};
+    boxes.forEach(function (box) {
+      if (box.checked && !box.disabled) {
+        (box.dataset.implies || "").split(" ").forEach(function (n) { if (n) implied[n] = true; });
+      }
+    });
+    boxes.forEach(function (box) {
+      var note = box.parentElement.querySelector(".implied-note");
+      if (implied[box.value]) {
+        if (!box.disabled) box.dataset.prev = box.checked ? "1" : "";
+        box.checked = true;
+        box.disabled = true;
+        if (note) note.hidden = false;
+      } else if (box.disabled) {
+        box.disabled = false;
+        box.checked = box.dataset.prev === "1";
+        if (note) note.hidden = true;
+      }
+    });
+  }
+
+  function updateExpiry(form) {
+    if (!form) return;
+    var select = form.querySelector("[data-expiry-select]");
+    var date = form.querySelector("[data-expiry-date]");
+    if (!select || !date) return;
+    var custom = select.value === "custom";
+    date.hidden = !custom;
+    var label = form.querySelector("label[for=" + date.id + "]");
+    if (label) label.hidden = !custom;
+    if (custom && document.activeElement === select) date.focus();
+  }
+
+  function selectTab(tab) {
+    var tabs = tab.closest("[data-tabs]");
+    tabs.querySelectorAll("[role=tab]").forEach(function (t) {
+      var selected = t === tab;
+      t.setAttribute("aria-selected", selected ? "true" : "false");
+      var panel = document.getElementById(t.getAttribute("aria-controls"));
+      if (panel) panel.hidden = !selected;
+    });
+  }
+
+  function init(root) {
+    root.querySelectorAll("[data-tabs]").forEach(function (tabs) {
+      var first = tabs.querySelector("[role=tab][aria-selected=true]") || tabs.querySelector("[role=tab]");
+      if (first) selectTab(first);
+    });
+    root.querySelectorAll("form").forEach(function (form) {
+      if (form.querySelector("input[name=scopes]")) updateImplied(form);
+      if (form.querySelector("[data-expiry-select]")) updateExpiry(form);
+    });
+  }
+
+  // A failed htmx request says so where the user is looking.
+  function onResponseError(event) {
+    var flash = document.getElementById("flash");
+    if (!flash) return;
+    var xhr = event.detail.xhr;
+    var text = xhr && xhr.status === 403 && xhr.responseText && xhr.responseText.length < 2000
+      ? xhr.responseText
+      : "";
+    flash.innerHTML = "";
+    var div = document.createElement("div");
+    div.className = "alert alert-error";
+    div.setAttribute("role", "alert");
+    if (text) {
+      var tmp = document.createElement("div");
+      tmp.innerHTML = text;
+      div.textContent = tmp.textContent.trim();
+    } else if (xhr && xhr.status === 0) {
+      div.textContent = "Keysmith could not be reached. Check your connection and try again.";
+    } else {
+      div.textContent = "That did not work (" + (xhr ? xhr.status : "?") + "). Reload the page and try again.";
+    }
+    flash.appendChild(div);
+  }
+
+  function onAfterRequest(event) {
+    var form = event.detail.elt;
+    if (event.detail.successful && form && form.matches && form.matches("[data-close-dialog-on-success]")) {
+      closeDialog();
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.addEventListener("click", onClick);
+    document.addEventListener("keydown", onKeydown, true);
+    document.addEventListener("change", onChange);
+    document.body.addEventListener("htmx:afterSwap", afterSwap);
+    document.body.addEventListener("htmx:afterRequest", onAfterRequest);
+    document.body.addEventListener("htmx:responseError", onResponseError);
+    var d = dialog();
+    if (d) d.addEventListener("close", onDialogClose);
+    init(document);
+  });
+})();

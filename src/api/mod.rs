@@ -2,6 +2,7 @@
 //! gateways call with a token: `GET /api/v2/whoami`, `/auth/verify` for
 //! reverse proxies, and `POST /oauth/introspect` (RFC 7662).
 
+pub mod api_keys;
 pub mod bearer;
 pub mod introspect;
 pub mod verify;

@@ -105,6 +105,27 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
     let htmx = request.headers().contains_key("hx-request");
     let mut request = request;
 
+    // Browser routes act with the session. A bearer token is never a way in:
+    // tokens cannot create or manage tokens (and answering 401 here, before
+    // the CSRF check, tells a script exactly that).
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() >= 7 && v[..7].eq_ignore_ascii_case("bearer "));
+    if bearer {
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({
+                "error": "API tokens cannot create or manage API tokens. Use the settings page or a browser session."
+            })),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Cookie"));
+        return r;
+    }
+
     if changes_state(request.method()) {
         if !origin_allowed(config, &request) {
             return forbidden(

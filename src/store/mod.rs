@@ -12,6 +12,7 @@ pub mod invalidation;
 pub mod links;
 pub mod orgs;
 pub mod outbox;
+pub mod projects;
 pub mod sessions;
 pub mod tokens;
 pub mod verification;

@@ -361,3 +361,31 @@ pub async fn membership(
         disabled: disabled.is_some(),
     }))
 }
+
+/// An organization's token policy; `None` fields fall back to the deployment's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgPolicy {
+    pub reads_per_minute: Option<i64>,
+    pub writes_per_minute: Option<i64>,
+    pub max_token_lifetime_days: Option<i64>,
+    /// Scope names members may grant, space separated; `None`: all.
+    pub allowed_scopes: Option<String>,
+}
+
+pub async fn policy(db: &Db, organization_id: i64) -> StoreResult<OrgPolicy> {
+    let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT reads_per_minute, writes_per_minute, max_token_lifetime_days, allowed_scopes \
+         FROM organizations WHERE id = $1",
+    )
+    .bind(organization_id)
+    .fetch_optional(db.pool())
+    .await?;
+    let (reads_per_minute, writes_per_minute, max_token_lifetime_days, allowed_scopes) =
+        row.ok_or(super::StoreError::NotFound)?;
+    Ok(OrgPolicy {
+        reads_per_minute,
+        writes_per_minute,
+        max_token_lifetime_days,
+        allowed_scopes,
+    })
+}

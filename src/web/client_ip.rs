@@ -104,6 +104,38 @@ where
     }
 }
 
+/// Where a request came from, as recorded in audit events and emails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestMeta {
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    pub fn ip_string(&self) -> String {
+        self.ip.to_string()
+    }
+}
+
+impl<S> FromRequestParts<S> for RequestMeta
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        let user_agent = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            // Stored and mailed: keep it to a sane size.
+            .map(|v| v.chars().take(512).collect());
+        Ok(RequestMeta { ip, user_agent })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@ pub mod account;
 pub mod assets;
 pub mod client_ip;
 pub mod dev_mail;
+pub mod flash;
+pub mod format;
 pub mod health;
 pub mod layout;
 pub mod pages;

@@ -406,3 +406,77 @@ impl Drop for SmtpServer {
         self.stop();
     }
 }
+
+impl TestApp {
+    /// Bootstraps "Acme" with `email` as superuser and signs the app's client in.
+    pub async fn signed_in_superuser(&self, email: &str) -> keysmith::store::orgs::Bootstrapped {
+        let b = keysmith::store::orgs::bootstrap(
+            self.db(),
+            &keysmith::domain::OrgName::parse("Acme").unwrap(),
+            &keysmith::domain::EmailAddress::parse(email).unwrap(),
+        )
+        .await
+        .unwrap();
+        self.sign_in(email).await;
+        b
+    }
+
+    /// A JSON request to the session API with the page's CSRF token.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let csrf = self.csrf_with(&self.client, "/settings/api-tokens").await;
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .header("x-csrf-token", csrf);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Status of `GET /api/v2/whoami` with this bearer token.
+    pub async fn whoami_status(&self, token: &str) -> u16 {
+        new_client()
+            .get(self.url("/api/v2/whoami"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Creates a token through the JSON API; returns (id, plaintext).
+    pub async fn create_key(&self, label: &str) -> (i64, String) {
+        let r = self
+            .api(
+                reqwest::Method::POST,
+                "/api/user/api-keys",
+                Some(serde_json::json!({ "label": label, "scopes": ["write"] })),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let body: serde_json::Value = r.json().await.unwrap();
+        (
+            body["id"].as_i64().unwrap(),
+            body["plaintext"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Audit actions recorded for a token, oldest first.
+    pub async fn audit_actions(
+        &self,
+        token_id: i64,
+    ) -> Vec<(String, Option<String>, Option<String>, Option<i64>)> {
+        sqlx::query_as("SELECT action, ip, user_agent, actor_user_id FROM audit_events WHERE token_id = $1 ORDER BY id")
+            .bind(token_id)
+            .fetch_all(self.db().pool())
+            .await
+            .unwrap()
+    }
+}

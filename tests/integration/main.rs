@@ -4,7 +4,9 @@
 
 mod harness;
 
+mod api_keys;
 mod bearer;
+mod browser;
 mod cli;
 mod health;
 mod mail;
@@ -12,3 +14,4 @@ mod secrets;
 mod signin;
 mod static_assets;
 mod store;
+mod tokens_page;

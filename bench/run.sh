@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Bearer-side benchmark: throughput and p50/p99 latency of GET /api/v2/whoami
+# and /auth/verify against GET /healthz (the trivial route: the ceiling) of
+# the same release server, in the same run, on SQLite and PostgreSQL, with
+# 100,000 tokens in the store. Requests rotate through SAMPLE of those tokens.
+# Everything runs on 127.0.0.1 and every load run is bounded in time.
+#
+#   bench/run.sh                      # both backends
+#   BACKENDS=sqlite bench/run.sh      # one
+#
+# Needs wrk (apt-get install -y wrk); PostgreSQL at BENCH_POSTGRES_URL
+# (default postgres://postgres@127.0.0.1:5432/postgres), where it creates and
+# drops a database of its own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOKENS_IN_STORE="${TOKENS_IN_STORE:-100000}"
+SAMPLE="${SAMPLE:-10000}"
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+BACKENDS="${BACKENDS:-sqlite postgres}"
+PG_ADMIN="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+PORT="${PORT:-39391}"
+
+command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get install -y wrk)" >&2; exit 2; }
+# Keep build.rs's view of the environment stable, so this reuses the test build's cfg.
+export KEYSMITH_TEST_POSTGRES_URL="${KEYSMITH_TEST_POSTGRES_URL:-$PG_ADMIN}"
+cargo build --release --quiet --bin keysmith --example bench_seed
+
+work="$(mktemp -d)"
+server_pid=""
+pg_db=""
+cleanup() {
+    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    if [ -n "$pg_db" ]; then psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# load NAME PATH [TOKENS_FILE]: one bounded wrk run; prints its RESULT line.
+load() {
+    local name="$1" path="$2" tokens="${3:-}"
+    local line
+    line=$(BENCH_PATH="$path" TOKENS="$tokens" timeout 60 \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${LOAD_DURATION:-$DURATION}" --timeout 5s -s bench/wrk.lua \
+        "http://127.0.0.1:$PORT" | grep '^RESULT')
+    echo "$name $line"
+}
+
+for backend in $BACKENDS; do
+    case "$backend" in
+        sqlite) url="sqlite://$work/bench.db" ;;
+        postgres)
+            pg_db="keysmith_bench_$$"
+            psql -q "$PG_ADMIN" -c "CREATE DATABASE \"$pg_db\"" >/dev/null
+            url="${PG_ADMIN%/*}/$pg_db" ;;
+        *) echo "bench: unknown backend $backend" >&2; exit 2 ;;
+    esac
+    echo "== $backend: seeding $TOKENS_IN_STORE tokens"
+    target/release/examples/bench_seed "$url" "$TOKENS_IN_STORE" "$work/tokens.txt" "$SAMPLE"
+
+    KEYSMITH_CONFIG=/dev/null DATABASE_URL="$url" KEYSMITH_ADDR="127.0.0.1:$PORT" \
+        KEYSMITH_DATA_DIR="$work/data" KEYSMITH_LOG="${KEYSMITH_LOG:-warn}" \
+        target/release/keysmith serve >"$work/server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 1 100); do
+        curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    echo "   server up, RSS $(( $(rss_kb "$server_pid") / 1024 )) MB"
+
+    # Warm-up: every sample token is seen once (the verifier caches it), and
+    # the trivial route gets the same warm-up time.
+    LOAD_DURATION=3s load warmup-verify /auth/verify "$work/tokens.txt" >/dev/null
+    LOAD_DURATION=3s load warmup-healthz /healthz >/dev/null
+
+    load healthz /healthz
+    load whoami /api/v2/whoami "$work/tokens.txt"
+    load verify /auth/verify "$work/tokens.txt"
+    echo "   server RSS after the runs: $(( $(rss_kb "$server_pid") / 1024 )) MB (peak $(( $(hwm_kb "$server_pid") / 1024 )) MB)"
+
+    kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
+    if [ "$backend" = postgres ]; then
+        psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null; pg_db=""
+    fi
+    rm -f "$work/bench.db"*
+done

@@ -1,0 +1,67 @@
+//! An organization's projects, which tokens can be restricted to.
+
+use sqlx::AnyConnection;
+
+use super::{Db, StoreResult, conflict_on_unique};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+    pub archived: bool,
+}
+
+/// Projects a new token may be restricted to: not archived, by name.
+pub async fn list_active(db: &Db, organization_id: i64) -> StoreResult<Vec<Project>> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, name FROM projects WHERE organization_id = $1 AND archived_at IS NULL ORDER BY name",
+    )
+    .bind(organization_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name)| Project {
+            id,
+            name,
+            archived: false,
+        })
+        .collect())
+}
+
+pub async fn create(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    name: &str,
+    now: i64,
+) -> StoreResult<i64> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO projects (organization_id, name, created_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(organization_id)
+    .bind(name)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(conflict_on_unique("a project with this name exists"))?;
+    Ok(id)
+}
+
+/// The names of the projects each of the owner's tokens is restricted to.
+pub async fn names_by_token(
+    db: &Db,
+    organization_id: i64,
+    user_id: i64,
+) -> StoreResult<Vec<(i64, String)>> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT tp.token_id, p.name FROM api_token_projects tp \
+         JOIN projects p ON p.id = tp.project_id \
+         JOIN api_tokens t ON t.id = tp.token_id \
+         WHERE t.organization_id = $1 AND t.user_id = $2 ORDER BY p.name",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows)
+}

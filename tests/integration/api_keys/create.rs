@@ -1,0 +1,313 @@
+//! POST /api/user/api-keys: validation, the shown-once plaintext, refusals.
+
+use reqwest::Method;
+use serde_json::json;
+
+use keysmith::token::{PlainToken, TokenPrefix};
+
+use crate::backend_tests;
+use crate::harness::{Backend, TestApp, new_client};
+
+backend_tests!(
+    create_returns_201_with_the_plaintext_only_once,
+    create_rejects_bad_input_and_creates_nothing,
+    create_rejects_duplicate_label_among_live_tokens,
+);
+
+async fn key_count(app: &TestApp) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_tokens")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    n
+}
+
+async fn create_returns_201_with_the_plaintext_only_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_superuser("ada@example.com").await;
+    let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(400))
+        .replace_time(time::Time::MIDNIGHT);
+    let expires = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/user/api-keys"))
+        .header(
+            "x-csrf-token",
+            app.csrf_with(&app.client, "/settings/api-tokens").await,
+        )
+        .header("user-agent", "key-test/1.0")
+        .json(&json!({ "label": "  CI deploys ", "scopes": ["write"], "expiresAt": expires }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let body: serde_json::Value = r.json().await.unwrap();
+    for field in [
+        "id",
+        "label",
+        "tokenPrefix",
+        "scopes",
+        "createdAt",
+        "plaintext",
+        "expiresAt",
+        "lastUsedAt",
+    ] {
+        assert!(body.get(field).is_some(), "{field} missing in {body}");
+    }
+    assert_eq!(body["label"], "CI deploys");
+    assert_eq!(body["scopes"], json!(["write"]));
+    assert_eq!(body["expiresAt"].as_str(), Some(expires.as_str()));
+    assert_eq!(body["lastUsedAt"], serde_json::Value::Null);
+    let plaintext = body["plaintext"].as_str().unwrap().to_string();
+    PlainToken::parse(&TokenPrefix::default(), &plaintext).expect("a well-formed token");
+    assert!(plaintext.starts_with(body["tokenPrefix"].as_str().unwrap()));
+    assert_eq!(
+        app.whoami_status(&plaintext).await,
+        200,
+        "the new token works"
+    );
+
+    // Never again: not in the list, not on the page, not in the database.
+    let list = app
+        .api(Method::GET, "/api/user/api-keys", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("CI deploys") && !list.contains(&plaintext));
+    assert!(!list.contains("plaintext"));
+    let page = app.get("/settings/api-tokens").await.text().await.unwrap();
+    assert!(page.contains("CI deploys") && !page.contains(&plaintext));
+    let id = body["id"].as_i64().unwrap();
+    let audit = app.audit_actions(id).await;
+    assert_eq!(audit[0].0, "token.created");
+    assert_eq!(audit[0].2.as_deref(), Some("key-test/1.0"));
+    assert_eq!(audit[0].1.as_deref(), Some("127.0.0.1"));
+    // Defaults: scopes ["read"], no expiry.
+    let r = app
+        .api(
+            Method::POST,
+            "/api/user/api-keys",
+            Some(json!({ "label": "defaults" })),
+        )
+        .await;
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["scopes"], json!(["read"]));
+    assert_eq!(body["expiresAt"], serde_json::Value::Null);
+    app.shutdown().await;
+}
+
+async fn create_rejects_bad_input_and_creates_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_superuser("ada@example.com").await;
+    let cases = [
+        (json!({ "label": "" }), "label", "Enter a label"),
+        (json!({ "label": "   " }), "label", "Enter a label"),
+        (json!({ "label": "x".repeat(101) }), "label", "at most 100"),
+        (
+            json!({ "label": "ok", "scopes": ["admin"] }),
+            "scopes",
+            "Unknown scope \"admin\" (known: read, write)",
+        ),
+        (
+            json!({ "label": "ok", "scopes": [] }),
+            "scopes",
+            "at least one scope",
+        ),
+        (
+            json!({ "label": "ok", "expiresAt": "2001-01-01T00:00:00Z" }),
+            "expiry",
+            "in the future",
+        ),
+        (
+            json!({ "label": "ok", "expiresAt": "soon" }),
+            "expiry",
+            "RFC 3339",
+        ),
+        (
+            json!({ "label": "ok", "projects": [424242] }),
+            "projects",
+            "projects of this organization",
+        ),
+    ];
+    for (body, field, message) in cases {
+        let r = app
+            .api(Method::POST, "/api/user/api-keys", Some(body.clone()))
+            .await;
+        assert_eq!(r.status(), 422, "{body}");
+        let answer: serde_json::Value = r.json().await.unwrap();
+        let got = answer["errors"][field].as_str().unwrap_or_default();
+        assert!(got.contains(message), "{body}: {answer}");
+    }
+    // Malformed bodies: a clear 400/415/422, never a 500.
+    let csrf = app.csrf_with(&app.client, "/settings/api-tokens").await;
+    let raw = |body: &'static str, ct: &'static str| {
+        app.client
+            .post(app.url("/api/user/api-keys"))
+            .header("x-csrf-token", csrf.clone())
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let r = raw("{not json", "application/json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("not what this endpoint takes")
+    );
+    let r = raw("{\"label\": 5}", "application/json").await.unwrap();
+    assert_eq!(r.status(), 422);
+    let r = raw("{\"label\": \"a\", \"owner\": 1}", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("unknown field `owner`"));
+    let r = raw("label=a", "application/x-www-form-urlencoded")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(key_count(&app).await, 0, "nothing was created");
+    app.shutdown().await;
+}
+
+async fn create_rejects_duplicate_label_among_live_tokens(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_superuser("ada@example.com").await;
+    let (id, _) = app.create_key("Deploy").await;
+    let r = app
+        .api(
+            Method::POST,
+            "/api/user/api-keys",
+            Some(json!({ "label": "deploy" })),
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["errors"]["label"]
+            .as_str()
+            .unwrap()
+            .contains("already have a token named"),
+        "{body}"
+    );
+    // Revoked, the label is free again.
+    assert_eq!(
+        app.api(Method::DELETE, &format!("/api/user/api-keys/{id}"), None)
+            .await
+            .status(),
+        204
+    );
+    let r = app
+        .api(
+            Method::POST,
+            "/api/user/api-keys",
+            Some(json!({ "label": "Deploy" })),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn api_keys_need_a_session_csrf_and_no_bearer_token() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.signed_in_superuser("ada@example.com").await;
+    let (_, token) = app.create_key("mine").await;
+
+    // No session: 401 JSON.
+    let r = new_client()
+        .get(app.url("/api/user/api-keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.json::<serde_json::Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("browser session")
+    );
+    // A bearer token cannot mint tokens, with or without a session.
+    for client in [new_client(), app.client.clone()] {
+        let csrf = app.csrf_with(&app.client, "/settings/api-tokens").await;
+        let r = client
+            .post(app.url("/api/user/api-keys"))
+            .bearer_auth(&token)
+            .header("x-csrf-token", csrf)
+            .json(&json!({ "label": "minted by a token" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(r.text().await.unwrap().contains("cannot create or manage"));
+    }
+    let r = new_client()
+        .get(app.url("/api/user/api-keys"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // CSRF header required for changes.
+    let r = app
+        .client
+        .post(app.url("/api/user/api-keys"))
+        .json(&json!({ "label": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_tokens")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn member_without_the_permission_cannot_create() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let b = keysmith::store::orgs::bootstrap(
+        app.db(),
+        &keysmith::domain::OrgName::parse("Acme").unwrap(),
+        &keysmith::domain::EmailAddress::parse("boss@example.com").unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut tx = app.db().begin().await.unwrap();
+    keysmith::store::orgs::add_member(
+        &mut tx,
+        b.organization.id,
+        &keysmith::domain::EmailAddress::parse("bob@example.com").unwrap(),
+        keysmith::store::orgs::Role::Member,
+        false,
+        0,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    app.sign_in("bob@example.com").await;
+    let r = app
+        .api(
+            Method::POST,
+            "/api/user/api-keys",
+            Some(json!({ "label": "x" })),
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("superuser can grant"));
+    let page = app.get("/settings/api-tokens").await.text().await.unwrap();
+    assert!(
+        page.contains("You cannot create or manage personal API tokens")
+            && !page.contains("id=\"new-token\""),
+        "{page}"
+    );
+    assert_eq!(app.get("/settings/api-tokens/new").await.status(), 403);
+    app.shutdown().await;
+}

@@ -1,0 +1,4 @@
+//! `/api/user/api-keys`: the JSON twin of the settings page.
+
+mod create;
+mod manage;
