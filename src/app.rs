@@ -73,6 +73,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/signout", post(web::signin::signout))
         .route(
+            "/tokens/revoke/{secret}",
+            get(web::revoke_link::page).post(web::revoke_link::revoke),
+        )
+        .route(
             "/setup",
             get(web::setup::setup_page).post(web::setup::complete_setup),
         )
@@ -305,6 +309,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             waker: state.mail.clone(),
         }
         .spawn(workers_stopped.clone()),
+        crate::mail::reminders::spawn(
+            state.db.clone(),
+            state.clock.clone(),
+            state.mail.clone(),
+            workers_stopped.clone(),
+        ),
     ];
     let setup_url =
         web::setup::prepare_setup_link(&state.db, &state.config, state.clock.unix()).await?;

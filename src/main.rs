@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use keysmith::auth::signin::issue_signin_link;
+use keysmith::clock::Clock;
 use keysmith::config::Config;
 use keysmith::domain::{EmailAddress, OrgName};
-use keysmith::store::{Db, PoolSettings, orgs};
+use keysmith::mail::notices::mail_time;
+use keysmith::store::{Db, PoolSettings, orgs, outbox};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +47,19 @@ enum Command {
         /// The user's email address.
         email: String,
     },
+    /// Inspect or requeue the outgoing mail queue.
+    Mail {
+        #[command(subcommand)]
+        action: MailCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MailCommand {
+    /// List messages not delivered yet: pending (with their next attempt) and failed.
+    Status,
+    /// Put every failed message back in the queue, to be sent now.
+    Retry,
 }
 
 /// Usage and configuration errors exit 2; failures while running exit 1.
@@ -108,6 +123,50 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                 done.organization.name, done.organization.id, done.user.email
             );
             println!("Sign in with: keysmith signin-link {}", done.user.email);
+            Ok(())
+        }
+        Command::Mail { action } => {
+            let db = open(&config).await?;
+            db.migrate().await.map_err(|e| runtime(&e))?;
+            match action {
+                MailCommand::Status => {
+                    let rows = outbox::undelivered(&db).await.map_err(|e| runtime(&e))?;
+                    if rows.is_empty() {
+                        println!("All mail has been delivered.");
+                    }
+                    for m in &rows {
+                        let state = match m.failed_at {
+                            Some(_) => "FAILED ".to_string(),
+                            None => {
+                                format!("pending, next attempt {}", mail_time(m.next_attempt_at))
+                            }
+                        };
+                        println!(
+                            "#{:<6} {:<22} to {:<30} {} attempts  {}{}",
+                            m.id,
+                            m.template,
+                            m.recipient,
+                            m.attempts,
+                            state,
+                            m.last_error
+                                .as_deref()
+                                .map(|e| format!("  last error: {e}"))
+                                .unwrap_or_default()
+                        );
+                    }
+                    let failed = rows.iter().filter(|m| m.failed_at.is_some()).count();
+                    println!("{} pending, {failed} failed.", rows.len() - failed);
+                }
+                MailCommand::Retry => {
+                    let n = outbox::requeue_failed(&db, Clock::default().unix())
+                        .await
+                        .map_err(|e| runtime(&e))?;
+                    println!(
+                        "Requeued {n} failed message{}. A running server sends them shortly.",
+                        if n == 1 { "" } else { "s" }
+                    );
+                }
+            }
             Ok(())
         }
         Command::SigninLink { email } => {

@@ -7,6 +7,8 @@
 //! One-time links (sign-in, revoke, invitation) are minted by the worker at
 //! delivery time, so the database never holds a usable link.
 
+pub mod notices;
+pub mod reminders;
 pub mod render;
 pub mod transport;
 pub mod worker;
@@ -24,13 +26,71 @@ use crate::store::{StoreResult, outbox};
 #[serde(tag = "template", rename_all = "snake_case")]
 pub enum Mail {
     /// A sign-in link for the recipient; `next` is where to land afterwards.
-    SignIn { next: Option<String> },
+    SignIn {
+        next: Option<String>,
+    },
+    /// A token was created: with a one-click "this wasn't me" revoke link.
+    TokenCreated {
+        token_id: i64,
+        at: i64,
+        ip: Option<String>,
+        user_agent: Option<String>,
+    },
+    /// A token was revoked, by its owner, a superuser or the email link.
+    TokenRevoked {
+        token_id: i64,
+        at: i64,
+        ip: Option<String>,
+        user_agent: Option<String>,
+        by: RevokedBy,
+        /// The superuser's email, when `by` is `Superuser`.
+        actor: Option<String>,
+    },
+    /// A reminder `days` (7 or 1) before the token expires.
+    TokenExpiresSoon {
+        token_id: i64,
+        days: i64,
+    },
+    TokenExpired {
+        token_id: i64,
+    },
+    /// A superuser disabled one of the recipient's tokens.
+    TokenDisabledBySuperuser {
+        token_id: i64,
+        at: i64,
+        actor: String,
+    },
+    /// The "can manage tokens" permission was withdrawn: tokens stop working.
+    PermissionWithdrawn {
+        organization_id: i64,
+        actor: String,
+    },
+    /// The permission was given back: tokens work again.
+    PermissionRestored {
+        organization_id: i64,
+        actor: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokedBy {
+    Owner,
+    Superuser,
+    EmailLink,
 }
 
 impl Mail {
     pub fn template_name(&self) -> &'static str {
         match self {
             Mail::SignIn { .. } => "sign_in",
+            Mail::TokenCreated { .. } => "token_created",
+            Mail::TokenRevoked { .. } => "token_revoked",
+            Mail::TokenExpiresSoon { .. } => "token_expires_soon",
+            Mail::TokenExpired { .. } => "token_expired",
+            Mail::TokenDisabledBySuperuser { .. } => "token_disabled",
+            Mail::PermissionWithdrawn { .. } => "permission_withdrawn",
+            Mail::PermissionRestored { .. } => "permission_restored",
         }
     }
 }

@@ -92,6 +92,7 @@ pub async fn prepare(
         Mail::SignIn { next } => {
             render_sign_in(db, config, clock, &row.recipient, next.as_deref()).await?
         }
+        notice => super::notices::render_notice(db, config, clock, notice).await?,
     };
     let message = assemble(config, &row.recipient, &rendered)?;
     Ok(Prepared {

@@ -10,9 +10,12 @@ use time::macros::format_description;
 use time::{Date, OffsetDateTime, Time};
 
 use crate::app::AppState;
+use crate::auth::secret::Secret;
 use crate::auth::session::SignedIn;
 use crate::domain::TokenLabel;
+use crate::mail::{self, Mail, RevokedBy};
 use crate::store::invalidation::Invalidation;
+use crate::store::links::{self, LinkKind, LinkState};
 use crate::store::tokens::{self, Actor, NewToken, RevokeReason, TokenRecord};
 use crate::store::{StoreError, orgs, projects};
 use crate::token::{Expiry, PlainToken, ScopeSet, expiry_in_days, parse_new_expiry};
@@ -297,7 +300,16 @@ pub async fn create(
         }
         Err(e) => return Err(e.into()),
     };
+    // The confirmation email is part of the change: same transaction.
+    let mail = Mail::TokenCreated {
+        token_id: id,
+        at: state.clock.unix(),
+        ip: Some(ip.clone()),
+        user_agent: meta.user_agent.clone(),
+    };
+    mail::enqueue(&mut tx, &who.email, &mail, state.clock.unix()).await?;
     tx.commit().await.map_err(StoreError::from)?;
+    state.mail.wake();
     let record = tokens::find_in_org(&state.db, who.organization_id(), id)
         .await?
         .ok_or(TokenOpError::NotFound)?;
@@ -400,6 +412,118 @@ pub async fn revoke_own(
     tokens::find_in_org(&state.db, org, id)
         .await?
         .ok_or(TokenOpError::NotFound)
+}
+
+/// What following a "revoke this token" email link came to.
+#[derive(Debug)]
+pub enum LinkRevocation {
+    /// The link is good and the token live: ready for the button.
+    Ready(TokenRecord),
+    Revoked(TokenRecord),
+    /// The token had been revoked already (by someone or something else).
+    AlreadyRevoked(TokenRecord),
+    LinkUsed,
+    LinkExpired,
+    LinkUnknown,
+}
+
+/// Looks at a revoke link without using it: the token it names, if usable.
+pub async fn inspect_revoke_link(
+    state: &AppState,
+    secret: &Secret,
+) -> Result<LinkRevocation, StoreError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let link = links::inspect(
+        &mut conn,
+        LinkKind::Revoke,
+        &secret.digest_hex(),
+        state.clock.unix(),
+    )
+    .await?;
+    drop(conn);
+    link_outcome(state, link).await
+}
+
+async fn link_outcome(state: &AppState, link: LinkState) -> Result<LinkRevocation, StoreError> {
+    Ok(match link {
+        LinkState::Valid(record) => {
+            let token = match record.token_id {
+                Some(id) => tokens::find_by_id(&state.db, id).await?,
+                None => None,
+            };
+            match token {
+                None => LinkRevocation::LinkUnknown,
+                Some(t) if t.revoked_at.is_some() => LinkRevocation::AlreadyRevoked(t),
+                Some(t) => LinkRevocation::Ready(t),
+            }
+        }
+        LinkState::Used => LinkRevocation::LinkUsed,
+        LinkState::Expired => LinkRevocation::LinkExpired,
+        LinkState::Unknown => LinkRevocation::LinkUnknown,
+    })
+}
+
+/// Uses a revoke link: the link is the credential, no session needed. The
+/// revocation is audited as "via email link" and confirmed by email.
+pub async fn revoke_by_link(
+    state: &AppState,
+    secret: &Secret,
+    meta: &RequestMeta,
+) -> Result<LinkRevocation, StoreError> {
+    let now = state.clock.unix();
+    let ip = meta.ip_string();
+    let mut tx = state.db.begin().await?;
+    let link = links::consume(&mut tx, LinkKind::Revoke, &secret.digest_hex(), now).await?;
+    let LinkState::Valid(record) = &link else {
+        tx.rollback().await?;
+        return link_outcome(state, link).await;
+    };
+    let (Some(token_id), Some(org_id)) = (record.token_id, record.organization_id) else {
+        tx.commit().await?;
+        return Ok(LinkRevocation::LinkUnknown);
+    };
+    let actor = Actor {
+        user_id: None,
+        token_id: None,
+        ip: Some(&ip),
+        user_agent: meta.user_agent.as_deref(),
+    };
+    let revoked = tokens::revoke(
+        &mut tx,
+        org_id,
+        token_id,
+        RevokeReason::EmailLink,
+        &actor,
+        now,
+    )
+    .await?;
+    if revoked {
+        if let Some(owner) = record.user_id {
+            let email = orgs::user_email(&state.db, owner)
+                .await?
+                .unwrap_or_default();
+            let mail = Mail::TokenRevoked {
+                token_id,
+                at: now,
+                ip: Some(ip.clone()),
+                user_agent: meta.user_agent.clone(),
+                by: RevokedBy::EmailLink,
+                actor: None,
+            };
+            mail::enqueue(&mut tx, &email, &mail, now).await?;
+        }
+        commit_and_invalidate(tx, &state.verifier, &[Invalidation::Token(token_id)]).await?;
+        state.mail.wake();
+        tracing::info!(token_id, "token revoked through an email link");
+    } else {
+        tx.commit().await?;
+    }
+    let token = tokens::find_by_id(&state.db, token_id).await?;
+    Ok(match token {
+        Some(t) if revoked => LinkRevocation::Revoked(t),
+        Some(t) => LinkRevocation::AlreadyRevoked(t),
+        None => LinkRevocation::LinkUnknown,
+    })
 }
 
 #[cfg(test)]

@@ -389,3 +389,11 @@ pub async fn policy(db: &Db, organization_id: i64) -> StoreResult<OrgPolicy> {
         allowed_scopes,
     })
 }
+
+pub async fn organization_name(db: &Db, organization_id: i64) -> StoreResult<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT name FROM organizations WHERE id = $1")
+        .bind(organization_id)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.map(|(n,)| n))
+}

@@ -371,3 +371,87 @@ pub async fn find_in_org(
     .await?;
     Ok(row.map(record))
 }
+
+/// What an email about a token says: the token, its organization, its owner.
+#[derive(Debug, Clone)]
+pub struct TokenMailFacts {
+    pub token: TokenRecord,
+    pub organization_name: String,
+    pub owner_email: String,
+}
+
+pub async fn mail_facts(db: &Db, token_id: i64) -> StoreResult<Option<TokenMailFacts>> {
+    let Some(org_id) =
+        sqlx::query_as::<_, (i64,)>("SELECT organization_id FROM api_tokens WHERE id = $1")
+            .bind(token_id)
+            .fetch_optional(db.pool())
+            .await?
+    else {
+        return Ok(None);
+    };
+    let Some(token) = find_in_org(db, org_id.0, token_id).await? else {
+        return Ok(None);
+    };
+    let (organization_name, owner_email): (String, String) = sqlx::query_as(
+        "SELECT o.name, u.email FROM organizations o, users u WHERE o.id = $1 AND u.id = $2",
+    )
+    .bind(token.organization_id)
+    .bind(token.user_id)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(Some(TokenMailFacts {
+        token,
+        organization_name,
+        owner_email,
+    }))
+}
+
+/// The token a revoke-from-email link names, with where it was created.
+pub async fn find_by_id(db: &Db, token_id: i64) -> StoreResult<Option<TokenRecord>> {
+    Ok(mail_facts(db, token_id).await?.map(|f| f.token))
+}
+
+/// Live tokens whose expiry falls in `(after, until]`, that lived longer than
+/// `min_lifetime` seconds, and have not had `notice` yet: (token id, owner email).
+pub async fn due_for_notice(
+    db: &Db,
+    notice: &str,
+    after: i64,
+    until: i64,
+    min_lifetime: i64,
+) -> StoreResult<Vec<(i64, String)>> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT t.id, u.email FROM api_tokens t JOIN users u ON u.id = t.user_id \
+         WHERE t.revoked_at IS NULL AND t.expires_at IS NOT NULL \
+         AND t.expires_at > $1 AND t.expires_at <= $2 AND t.expires_at - t.created_at > $3 \
+         AND NOT EXISTS (SELECT 1 FROM token_notices n WHERE n.token_id = t.id AND n.notice = $4) \
+         ORDER BY t.id LIMIT 500",
+    )
+    .bind(after)
+    .bind(until)
+    .bind(min_lifetime)
+    .bind(notice)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows)
+}
+
+/// Records that `notice` went out for the token. False when it already had:
+/// the primary key makes this the once-only gate across instances.
+pub async fn claim_notice(
+    conn: &mut AnyConnection,
+    token_id: i64,
+    notice: &str,
+    now: i64,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "INSERT INTO token_notices (token_id, notice, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (token_id, notice) DO NOTHING",
+    )
+    .bind(token_id)
+    .bind(notice)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -9,6 +9,7 @@ pub mod format;
 pub mod health;
 pub mod layout;
 pub mod pages;
+pub mod revoke_link;
 pub mod setup;
 pub mod signin;
 pub mod tokens;

@@ -132,6 +132,7 @@ pub struct TestApp {
     pub state: AppState,
     pub client: reqwest::Client,
     server: Option<RunningServer>,
+    env: HashMap<String, String>,
     _dir: TempDir,
     _test_db: TestDb,
 }
@@ -171,9 +172,25 @@ impl TestApp {
             state: server.state.clone(),
             client,
             server: Some(server),
+            env,
             _dir: dir,
             _test_db: test_db,
         }
+    }
+
+    /// Stops the server and starts a new one on the same database and data
+    /// directory (a restart, or a deploy). The client keeps its cookies.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+        let config = Config::from_vars(&self.env).expect("test configuration");
+        let server = app::start(config).await.expect("server restarts");
+        self.base_url = format!("http://{}", server.addr);
+        self.state = server.state.clone();
+        self.setup_url = server.setup_url.clone();
+        self.server = Some(server);
+        self
     }
 
     pub fn db(&self) -> &Db {
@@ -478,5 +495,40 @@ impl TestApp {
             .fetch_all(self.db().pool())
             .await
             .unwrap()
+    }
+}
+
+impl TestApp {
+    /// Signs the app's client in with a link minted directly (as
+    /// `keysmith signin-link` does), for tests whose mail goes to SMTP.
+    pub async fn sign_in_direct(&self, email: &str) {
+        let url = keysmith::auth::signin::issue_signin_link(
+            self.db(),
+            &self.state.config,
+            &self.state.clock,
+            &keysmith::domain::EmailAddress::parse(email).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+        let path = url
+            .strip_prefix(&self.base_url)
+            .expect("link points at this server")
+            .to_string();
+        let r = self.post_form_with(&self.client, &path, &path, &[]).await;
+        assert_eq!(r.status(), 303);
+    }
+
+    /// Bootstraps "Acme" with `email` as superuser, signed in without email.
+    pub async fn superuser_direct(&self, email: &str) -> keysmith::store::orgs::Bootstrapped {
+        let b = keysmith::store::orgs::bootstrap(
+            self.db(),
+            &keysmith::domain::OrgName::parse("Acme").unwrap(),
+            &keysmith::domain::EmailAddress::parse(email).unwrap(),
+        )
+        .await
+        .unwrap();
+        self.sign_in_direct(email).await;
+        b
     }
 }

@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod health;
 mod mail;
+mod notifications;
 mod secrets;
 mod signin;
 mod static_assets;

@@ -29,7 +29,7 @@ use crate::harness::TestApp;
 /// How long any wait for the browser (an element, a URL, chromedriver) lasts.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Window size of every session; phone-sized checks resize it.
+/// Window size of every session; phone checks emulate a phone instead.
 pub const WINDOW: (u32, u32) = (1280, 900);
 
 /// One headless Chromium session with the chromedriver that runs it.
