@@ -50,16 +50,29 @@ fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// An `Origin` is fine when absent (same-origin form posts from old
-/// browsers), or when it is the public URL's origin or the Host we were
-/// reached on.
+/// Whether a state-changing request may come from where it says it does.
+/// `Sec-Fetch-Site: cross-site` is refused outright. An `Origin` is fine when
+/// absent (old browsers), when it is the public URL's origin or the Host we
+/// were reached on, or when it is `null` on a same-origin request: with
+/// `Referrer-Policy: no-referrer` browsers send `Origin: null` even for our
+/// own forms, and `Sec-Fetch-Site` says whether it really was ours.
 fn origin_allowed(config: &Config, request: &Request) -> bool {
+    let fetch_site = request
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site" | "same-site")) {
+        return false;
+    }
     let Some(origin) = request.headers().get(header::ORIGIN) else {
         return true;
     };
     let Ok(origin) = origin.to_str() else {
         return false;
     };
+    if origin == "null" {
+        return fetch_site == Some("same-origin");
+    }
     let public = config.public_url.origin().ascii_serialization();
     if origin == public {
         return true;

@@ -70,6 +70,15 @@ pub enum Mail {
         organization_id: i64,
         actor: String,
     },
+    /// An invitation to join an organization; its accept link (single use,
+    /// 7 days) is minted at delivery.
+    Invitation {
+        organization_id: i64,
+        /// The invited user.
+        user_id: i64,
+        /// The inviting superuser's email.
+        inviter: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +100,7 @@ impl Mail {
             Mail::TokenDisabledBySuperuser { .. } => "token_disabled",
             Mail::PermissionWithdrawn { .. } => "permission_withdrawn",
             Mail::PermissionRestored { .. } => "permission_restored",
+            Mail::Invitation { .. } => "invitation",
         }
     }
 }

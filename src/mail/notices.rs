@@ -12,10 +12,12 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::links::{self, LinkKind, NewLink};
 use crate::store::tokens::{TokenMailFacts, mail_facts};
-use crate::store::{Db, StoreError, from_unix, orgs};
+use crate::store::{Db, StoreError, from_unix, orgs, team};
 
 /// A revoke-from-email link works for a week.
 pub const REVOKE_LINK_TTL_SECONDS: i64 = 7 * 24 * 3600;
+/// An invitation link works for a week.
+pub const INVITE_LINK_TTL_SECONDS: i64 = 7 * 24 * 3600;
 
 pub struct EmailContent {
     pub subject: String,
@@ -132,6 +134,33 @@ async fn revoke_link(
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(config.public_link(&format!("/tokens/revoke/{}", secret.expose_secret())))
+}
+
+/// Mints the single-use accept link of an invitation.
+async fn invite_link(
+    db: &Db,
+    config: &Config,
+    clock: &Clock,
+    organization_id: i64,
+    user_id: i64,
+) -> Result<String, PrepareError> {
+    let secret = Secret::generate();
+    let mut tx = db.begin().await?;
+    links::create(
+        &mut tx,
+        LinkKind::Invite,
+        &NewLink {
+            secret_hash: &secret.digest_hex(),
+            user_id: Some(user_id),
+            organization_id: Some(organization_id),
+            ttl_seconds: INVITE_LINK_TTL_SECONDS,
+            ..NewLink::default()
+        },
+        clock.unix(),
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(config.public_link(&format!("/invite/{}", secret.expose_secret())))
 }
 
 /// Builds and renders one notice.
@@ -343,6 +372,40 @@ pub async fn render_notice(
                 action_danger: false,
                 secondary: page_link,
                 outro: format!("Questions? Ask {actor}."),
+                org,
+            }
+        }
+        Mail::Invitation {
+            organization_id,
+            user_id,
+            inviter,
+        } => {
+            let org = orgs::organization_name(db, *organization_id)
+                .await?
+                .ok_or_else(|| PrepareError::Drop("the organization no longer exists".into()))?;
+            let email = orgs::user_email(db, *user_id)
+                .await?
+                .ok_or_else(|| PrepareError::Drop("the invited user no longer exists".into()))?;
+            if !team::invitation_pending(db, *organization_id, &email).await? {
+                return Err(PrepareError::Drop(
+                    "the invitation was accepted or withdrawn".into(),
+                ));
+            }
+            let link = invite_link(db, config, clock, *organization_id, *user_id).await?;
+            EmailContent {
+                subject: format!("{inviter} invited you to {org} on Keysmith"),
+                heading: format!("Join {org}"),
+                intro: format!(
+                    "{inviter} invited you ({email}) to the organization {org}. Accept to sign in; you can then see and, if allowed, create personal API tokens."
+                ),
+                facts: vec![
+                    ("Organization".into(), org.clone()),
+                    ("Invited by".into(), inviter.clone()),
+                ],
+                action: Some(("Accept the invitation".into(), link)),
+                action_danger: false,
+                secondary: None,
+                outro: "The link works once, for 7 days. If you did not expect this, ignore this email.".into(),
                 org,
             }
         }

@@ -2,4 +2,5 @@
 //! validation into domain types, one transaction each, audit and
 //! invalidation. Handlers stay thin by calling these.
 
+pub mod team;
 pub mod tokens;

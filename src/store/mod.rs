@@ -14,6 +14,7 @@ pub mod orgs;
 pub mod outbox;
 pub mod projects;
 pub mod sessions;
+pub mod team;
 pub mod tokens;
 pub mod verification;
 

@@ -47,33 +47,38 @@ pub struct MembershipFacts {
 }
 
 /// Everything about the token with this digest, or `None` if no token has it.
+/// One round trip: a restricted token comes back as one row per project.
 pub async fn load_by_digest(db: &Db, digest: &TokenDigest) -> StoreResult<Option<TokenFacts>> {
-    let row: Option<AnyRow> = sqlx::query(
+    let rows: Vec<AnyRow> = sqlx::query(
         "SELECT t.id, t.user_id, u.email, t.organization_id, o.name AS organization_name, \
          t.label, t.display_prefix, t.scopes, t.created_at, t.expires_at, t.disabled_at, \
          t.revoked_at, m.role, m.can_manage_tokens, m.disabled_at AS member_disabled_at, \
-         o.reads_per_minute, o.writes_per_minute, o.allowed_scopes \
+         o.reads_per_minute, o.writes_per_minute, o.allowed_scopes, \
+         p.id AS project_id, p.name AS project_name \
          FROM api_tokens t \
          JOIN users u ON u.id = t.user_id \
          JOIN organizations o ON o.id = t.organization_id \
          LEFT JOIN memberships m \
            ON m.organization_id = t.organization_id AND m.user_id = t.user_id \
-         WHERE t.token_hash = $1",
+         LEFT JOIN api_token_projects tp ON tp.token_id = t.id \
+         LEFT JOIN projects p ON p.id = tp.project_id \
+         WHERE t.token_hash = $1 \
+         ORDER BY p.name",
     )
     .bind(digest.to_hex())
-    .fetch_optional(db.pool())
-    .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let token_id: i64 = row.try_get("id")?;
-    let projects: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT p.id, p.name FROM api_token_projects tp JOIN projects p ON p.id = tp.project_id \
-         WHERE tp.token_id = $1 ORDER BY p.name",
-    )
-    .bind(token_id)
     .fetch_all(db.pool())
     .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let mut projects = Vec::new();
+    for r in &rows {
+        let id: Option<i64> = r.try_get("project_id")?;
+        let name: Option<String> = r.try_get("project_name")?;
+        if let (Some(id), Some(name)) = (id, name) {
+            projects.push((id, name));
+        }
+    }
     let role: Option<String> = row.try_get("role")?;
     let membership = match role {
         Some(role) => Some(MembershipFacts {
@@ -86,7 +91,7 @@ pub async fn load_by_digest(db: &Db, digest: &TokenDigest) -> StoreResult<Option
         None => None,
     };
     Ok(Some(TokenFacts {
-        token_id,
+        token_id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
         email: row.try_get("email")?,
         organization_id: row.try_get("organization_id")?,

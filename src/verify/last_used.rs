@@ -20,21 +20,36 @@ struct Pending {
     ip: IpAddr,
 }
 
-#[derive(Default)]
+/// Split by token id so concurrent requests rarely share a lock.
+const SHARDS: usize = 16;
+
 pub struct LastUsedBuffer {
-    pending: Mutex<HashMap<i64, Pending>>,
+    shards: Box<[Mutex<HashMap<i64, Pending>>]>,
+}
+
+impl Default for LastUsedBuffer {
+    fn default() -> Self {
+        LastUsedBuffer {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl LastUsedBuffer {
+    fn shard(&self, token_id: i64) -> &Mutex<HashMap<i64, Pending>> {
+        &self.shards[token_id.rem_euclid(SHARDS as i64) as usize]
+    }
+
     /// Remembers this use of the token, replacing an earlier one. `path`
     /// must already be without its query string.
     pub fn record(&self, token_id: i64, at: i64, method: &str, path: &str, ip: IpAddr) {
         let method = truncate(method, MAX_METHOD);
         let path = truncate(path, MAX_PATH);
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = lock(self.shard(token_id));
         match pending.get_mut(&token_id) {
             // The common case, a client repeating itself: no allocation.
             Some(p) if p.method == method && p.path == path => {
@@ -57,44 +72,38 @@ impl LastUsedBuffer {
 
     /// Everything recorded since the last call.
     pub fn take(&self) -> Vec<LastUse> {
-        let drained = std::mem::take(
-            &mut *self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        drained
-            .into_iter()
-            .map(|(token_id, p)| LastUse {
+        let mut batch = Vec::new();
+        for shard in self.shards.iter() {
+            let drained = std::mem::take(&mut *lock(shard));
+            batch.extend(drained.into_iter().map(|(token_id, p)| LastUse {
                 token_id,
                 at: p.at,
                 method: p.method,
                 path: p.path,
                 ip: p.ip.to_string(),
-            })
-            .collect()
+            }));
+        }
+        batch
     }
 
     /// Puts back a batch that could not be written, unless a newer use of
     /// the same token arrived meanwhile.
     pub fn restore(&self, uses: Vec<LastUse>) {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for u in uses {
             let Ok(ip) = u.ip.parse() else { continue };
-            pending.entry(u.token_id).or_insert(Pending {
-                at: u.at,
-                method: u.method,
-                path: u.path,
-                ip,
-            });
+            lock(self.shard(u.token_id))
+                .entry(u.token_id)
+                .or_insert(Pending {
+                    at: u.at,
+                    method: u.method,
+                    path: u.path,
+                    ip,
+                });
         }
     }
 
     pub fn len(&self) -> usize {
-        self.pending.lock().map(|p| p.len()).unwrap_or(0)
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -380,6 +380,7 @@ async fn create_form_view(
 struct CreateFormPartial {
     form: CreateFormView,
     csrf: String,
+    in_dialog: bool,
 }
 
 #[derive(Template)]
@@ -388,6 +389,8 @@ struct NewTokenPage {
     layout: Layout,
     form: CreateFormView,
     csrf: String,
+    /// Opened directly: the form posts as a plain form, not into a dialog.
+    in_dialog: bool,
 }
 
 fn ensure_may_manage(who: &SignedIn) -> Result<(), PageError> {
@@ -419,12 +422,18 @@ fn render_create_form(
     status: StatusCode,
 ) -> PageResult {
     let html = if is_htmx(headers) {
-        CreateFormPartial { form, csrf }.render()?
+        CreateFormPartial {
+            form,
+            csrf,
+            in_dialog: true,
+        }
+        .render()?
     } else {
         NewTokenPage {
             layout: Layout::signed_in(&csrf, state.dev_mail_enabled(), who, "tokens"),
             form,
             csrf,
+            in_dialog: false,
         }
         .render()?
     };

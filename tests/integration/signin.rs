@@ -481,6 +481,41 @@ async fn cross_origin_requests_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("another site"));
+    // A browser on a no-referrer page sends Origin: null; Sec-Fetch-Site
+    // tells whether it was really ours.
+    for (site, expected) in [
+        ("same-origin", 200),
+        ("cross-site", 403),
+        ("same-site", 403),
+    ] {
+        let r = app
+            .client
+            .post(app.url("/signin"))
+            .header("origin", "null")
+            .header("sec-fetch-site", site)
+            .form(&[("email", "ada@example.com"), ("csrf_token", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            expected,
+            "Origin: null with Sec-Fetch-Site: {site}"
+        );
+    }
+    let r = app
+        .client
+        .post(app.url("/signin"))
+        .header("origin", "null")
+        .form(&[("email", "ada@example.com"), ("csrf_token", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "Origin: null without Sec-Fetch-Site is refused"
+    );
     // The same request from our own origin goes through.
     let r = app
         .client
