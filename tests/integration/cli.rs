@@ -48,7 +48,69 @@ fn free_port() -> u16 {
         .port()
 }
 
-backend_tests!(bootstrap_then_signin_link_on_a_fresh_database);
+backend_tests!(
+    bootstrap_then_signin_link_on_a_fresh_database,
+    mail_status_lists_failed_mail_and_retry_requeues_it
+);
+
+async fn mail_status_lists_failed_mail_and_retry_requeues_it(backend: Backend) {
+    let test_db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        keysmith(dir.path())
+            .env("DATABASE_URL", &test_db.url)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["migrate"]).status.success());
+    let (stdout, _) = text(&run(&["mail", "status"]));
+    assert!(stdout.contains("All mail has been delivered."), "{stdout}");
+
+    let db = keysmith::store::Db::connect(
+        &keysmith::config::DatabaseUrl::parse(&test_db.url).unwrap(),
+        &keysmith::store::PoolSettings::default(),
+    )
+    .await
+    .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let id = keysmith::store::outbox::enqueue(
+        &mut tx,
+        "sign_in",
+        "ada@example.com",
+        "{}",
+        1_700_000_000,
+    )
+    .await
+    .unwrap();
+    keysmith::store::outbox::enqueue(
+        &mut tx,
+        "token_created",
+        "bob@example.com",
+        "{}",
+        1_700_000_000,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    keysmith::store::outbox::mark_failed(&db, id, "connection refused", 1_700_000_100)
+        .await
+        .unwrap();
+    db.close().await;
+
+    let (stdout, _) = text(&run(&["mail", "status"]));
+    assert!(
+        stdout.contains("FAILED")
+            && stdout.contains("connection refused")
+            && stdout.contains("ada@example.com"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 pending, 1 failed."), "{stdout}");
+    let (stdout, _) = text(&run(&["mail", "retry"]));
+    assert!(stdout.contains("Requeued 1 failed message."), "{stdout}");
+    let (stdout, _) = text(&run(&["mail", "status"]));
+    assert!(stdout.contains("2 pending, 0 failed."), "{stdout}");
+}
 
 async fn bootstrap_then_signin_link_on_a_fresh_database(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -304,4 +366,121 @@ fn blocking_get(url: &str) -> Option<String> {
     let mut buf = String::new();
     stream.read_to_string(&mut buf).ok()?;
     Some(buf)
+}
+
+/// The real binary with debug logging: after creating a token and using it
+/// (also wrongly, in the query string), the plaintext appears in no log line.
+#[tokio::test]
+async fn plaintext_tokens_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let run = |args: &[&str]| {
+        keysmith(dir.path())
+            .env("KEYSMITH_PUBLIC_URL", &base)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        run(&["bootstrap", "--org", "Acme", "--email", "ada@example.com"])
+            .status
+            .success()
+    );
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = keysmith(dir.path())
+        .env("KEYSMITH_ADDR", format!("127.0.0.1:{port}"))
+        .env("KEYSMITH_LOG", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while blocking_get(&format!("{base}/healthz")).is_none() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let link = text(&run(&["signin-link", "ada@example.com"]))
+        .0
+        .trim()
+        .to_string();
+    let client = crate::harness::new_client();
+    let page = client
+        .get(&link)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = client
+        .post(&link)
+        .form(&[("csrf_token", crate::harness::csrf_of(&page))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let page = client
+        .get(format!("{base}/settings/api-tokens"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = client
+        .post(format!("{base}/api/user/api-keys"))
+        .header("x-csrf-token", crate::harness::csrf_of(&page))
+        .json(&serde_json::json!({ "label": "secret keeper" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let token = r.json::<serde_json::Value>().await.unwrap()["plaintext"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let plain = crate::harness::new_client();
+    assert_eq!(
+        plain
+            .get(format!("{base}/api/v2/whoami"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = plain
+        .get(format!("{base}/api/v2/whoami?access_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "a token in the query string never authenticates"
+    );
+    // Let the mail worker and the last-used flusher run, then stop.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains("/api/user/api-keys") && logs.contains("/api/v2/whoami"),
+        "the requests were logged:\n{logs}"
+    );
+    let body = &token[token.find('_').unwrap() + 1..];
+    assert!(
+        !logs.contains(body),
+        "the token leaked into the logs:\n{logs}"
+    );
 }
