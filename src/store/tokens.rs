@@ -43,6 +43,19 @@ pub struct TokenRecord {
     pub last_used_ip: Option<String>,
 }
 
+/// The columns `TokenRecord` is read from, followed by the rest of a query.
+/// (A macro so the whole statement stays a `&'static str`, as sqlx wants.)
+macro_rules! select_tokens {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, user_id, organization_id, label, display_prefix, scopes, created_at, created_ip, \
+             created_user_agent, expires_at, disabled_at, revoked_at, last_used_at, last_used_method, \
+             last_used_path, last_used_ip FROM api_tokens ",
+            $rest
+        )
+    };
+}
+
 type TokenRow = (
     i64,
     i64,
@@ -155,13 +168,10 @@ pub async fn list_for_owner(
     user_id: i64,
     include_revoked: bool,
 ) -> StoreResult<Vec<TokenRecord>> {
-    let rows: Vec<TokenRow> = sqlx::query_as(
-        "SELECT id, user_id, organization_id, label, display_prefix, scopes, created_at, created_ip, \
-         created_user_agent, expires_at, disabled_at, revoked_at, last_used_at, last_used_method, \
-         last_used_path, last_used_ip FROM api_tokens \
-         WHERE organization_id = $1 AND user_id = $2 AND ($3 = 1 OR revoked_at IS NULL) \
-         ORDER BY created_at DESC, id DESC",
-    )
+    let rows: Vec<TokenRow> = sqlx::query_as(select_tokens!(
+        "WHERE organization_id = $1 AND user_id = $2 AND ($3 = 1 OR revoked_at IS NULL) \
+         ORDER BY created_at DESC, id DESC"
+    ))
     .bind(organization_id)
     .bind(user_id)
     .bind(i64::from(include_revoked))
@@ -172,14 +182,10 @@ pub async fn list_for_owner(
 
 /// Finds a token by the digest of the presented secret.
 pub async fn find_by_digest(db: &Db, digest: &TokenDigest) -> StoreResult<Option<TokenRecord>> {
-    let row: Option<TokenRow> = sqlx::query_as(
-        "SELECT id, user_id, organization_id, label, display_prefix, scopes, created_at, created_ip, \
-         created_user_agent, expires_at, disabled_at, revoked_at, last_used_at, last_used_method, \
-         last_used_path, last_used_ip FROM api_tokens WHERE token_hash = $1",
-    )
-    .bind(digest.to_hex())
-    .fetch_optional(db.pool())
-    .await?;
+    let row: Option<TokenRow> = sqlx::query_as(select_tokens!("WHERE token_hash = $1"))
+        .bind(digest.to_hex())
+        .fetch_optional(db.pool())
+        .await?;
     Ok(row.map(record))
 }
 
@@ -360,15 +366,12 @@ pub async fn find_in_org(
     organization_id: i64,
     token_id: i64,
 ) -> StoreResult<Option<TokenRecord>> {
-    let row: Option<TokenRow> = sqlx::query_as(
-        "SELECT id, user_id, organization_id, label, display_prefix, scopes, created_at, created_ip, \
-         created_user_agent, expires_at, disabled_at, revoked_at, last_used_at, last_used_method, \
-         last_used_path, last_used_ip FROM api_tokens WHERE id = $1 AND organization_id = $2",
-    )
-    .bind(token_id)
-    .bind(organization_id)
-    .fetch_optional(db.pool())
-    .await?;
+    let row: Option<TokenRow> =
+        sqlx::query_as(select_tokens!("WHERE id = $1 AND organization_id = $2"))
+            .bind(token_id)
+            .bind(organization_id)
+            .fetch_optional(db.pool())
+            .await?;
     Ok(row.map(record))
 }
 
