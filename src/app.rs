@@ -103,6 +103,43 @@ pub fn router(state: AppState) -> Router {
             "/settings/api-tokens/{id}/revoke",
             get(web::tokens::revoke_confirm).post(web::tokens::revoke),
         )
+        .route("/team", get(web::team::page))
+        .route("/team/invite", post(web::team::invite))
+        .route("/team/members/{id}", get(web::team::member_page))
+        .route(
+            "/team/members/{id}/permission",
+            post(web::team::set_permission),
+        )
+        .route("/team/members/{id}/role", post(web::team::set_role))
+        .route("/team/members/{id}/status", post(web::team::set_status))
+        .route(
+            "/team/members/{id}/revoke-all",
+            get(web::team::revoke_all_confirm).post(web::team::revoke_all),
+        )
+        .route(
+            "/team/members/{id}/tokens/{token}/toggle",
+            post(web::team::toggle_token),
+        )
+        .route(
+            "/team/members/{id}/tokens/{token}/revoke",
+            get(web::team::revoke_token_confirm).post(web::team::revoke_token),
+        )
+        .route("/team/policy", post(web::team::update_policy))
+        .route("/team/projects", post(web::team::add_project))
+        .route(
+            "/team/projects/{id}/rename",
+            post(web::team::rename_project),
+        )
+        .route(
+            "/team/projects/{id}/archive",
+            post(web::team::archive_project),
+        )
+        .route("/team/audit", get(web::team_audit::page))
+        .route("/team/audit.csv", get(web::team_audit::csv))
+        .route(
+            "/invite/{secret}",
+            get(web::team::invitation_page).post(web::team::accept_invitation),
+        )
         .route(
             "/api/user/api-keys",
             get(api::api_keys::list).post(api::api_keys::create),

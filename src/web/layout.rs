@@ -59,6 +59,8 @@ impl Layout {
                 superuser: who.is_superuser(),
                 active,
             }),
+            // The Team page exists; the frame shows its link to superusers.
+            team_page: true,
             ..Layout::anonymous(csrf, dev_mail)
         }
     }

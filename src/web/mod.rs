@@ -12,4 +12,6 @@ pub mod pages;
 pub mod revoke_link;
 pub mod setup;
 pub mod signin;
+pub mod team;
+pub mod team_audit;
 pub mod tokens;

@@ -23,14 +23,14 @@ use crate::auth::secret::Secret;
 use crate::auth::session::{SignedIn, url_encode};
 use crate::error::AppError;
 use crate::service::team::{
-    self as ops, InviteInput, Invitation, MAX_LIFETIME_DAYS, MAX_PER_MINUTE, PolicyInput,
+    self as ops, Invitation, InviteInput, MAX_LIFETIME_DAYS, MAX_PER_MINUTE, PolicyInput,
     TeamOpError,
 };
 use crate::service::tokens::FieldErrors;
 use crate::store::orgs::{self, Role};
+use crate::store::projects;
 use crate::store::team::{self as store_team, MemberRow, MemberStatus, ProjectRow};
 use crate::store::tokens as store_tokens;
-use crate::store::projects;
 use crate::web::client_ip::RequestMeta;
 use crate::web::flash;
 use crate::web::format::{exact, iso, relative};
@@ -302,6 +302,13 @@ pub struct ProjectsView {
     /// A message about the add form, or about one project's rename.
     pub error: Option<String>,
     pub error_for: Option<i64>,
+}
+
+impl ProjectsView {
+    /// The rename of this project is what failed.
+    pub fn failed(&self, id: impl std::borrow::Borrow<i64>) -> bool {
+        self.error_for == Some(*id.borrow())
+    }
 }
 
 async fn projects_view(state: &AppState, who: &SignedIn) -> Result<ProjectsView, AppError> {
@@ -930,8 +937,18 @@ pub async fn archive_project(
     } else {
         "Project restored."
     };
-    projects_response(&state, &who, &headers, jar, &csrf.0, result, done, Some(id), "")
-        .await
+    projects_response(
+        &state,
+        &who,
+        &headers,
+        jar,
+        &csrf.0,
+        result,
+        done,
+        Some(id),
+        "",
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- a member's tokens
@@ -1151,7 +1168,10 @@ pub async fn revoke_token(
             jar,
             &state,
             &member_page_path(uid),
-            &format!("“{}” is revoked. Its owner has been told by email.", t.label),
+            &format!(
+                "“{}” is revoked. Its owner has been told by email.",
+                t.label
+            ),
         )),
         Err(e) => op_error(&state, &csrf.0, &who, e).await,
     }

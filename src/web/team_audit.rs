@@ -82,7 +82,11 @@ impl AuditQuery {
 
 /// Turns the form's strings into a store filter. Unknown members or
 /// unreadable values select nothing rather than everything.
-async fn filter(state: &AppState, who: &SignedIn, q: &AuditQuery) -> Result<AuditFilter, crate::error::AppError> {
+async fn filter(
+    state: &AppState,
+    who: &SignedIn,
+    q: &AuditQuery,
+) -> Result<AuditFilter, crate::error::AppError> {
     let member = match q.member.trim() {
         "" => 0,
         raw => match EmailAddress::parse(raw) {
@@ -175,26 +179,27 @@ pub async fn page(
         format!("/team/audit{}", q.query_string(Some(p)))
     });
     let now = state.clock.unix();
-    let events = store_team::audit_events(&state.db, org, &f, PAGE_SIZE, (pager.page - 1) * PAGE_SIZE)
-        .await?
-        .iter()
-        .map(|e| EventView {
-            at: time_view(e.at, now),
-            action: e.action.clone(),
-            actor: actor_text(e),
-            subject: e.subject_email.clone().unwrap_or_default(),
-            token: token_text(e),
-            token_id: e.token_id,
-            detail: e.detail.clone().unwrap_or_default(),
-            ip: e.ip.clone().unwrap_or_default(),
-            agent: e
-                .user_agent
-                .as_deref()
-                .map(|a| short_agent(a))
-                .unwrap_or_default(),
-            agent_raw: e.user_agent.clone().unwrap_or_default(),
-        })
-        .collect();
+    let events =
+        store_team::audit_events(&state.db, org, &f, PAGE_SIZE, (pager.page - 1) * PAGE_SIZE)
+            .await?
+            .iter()
+            .map(|e| EventView {
+                at: time_view(e.at, now),
+                action: e.action.clone(),
+                actor: actor_text(e),
+                subject: e.subject_email.clone().unwrap_or_default(),
+                token: token_text(e),
+                token_id: e.token_id,
+                detail: e.detail.clone().unwrap_or_default(),
+                ip: e.ip.clone().unwrap_or_default(),
+                agent: e
+                    .user_agent
+                    .as_deref()
+                    .map(|a| short_agent(a))
+                    .unwrap_or_default(),
+                agent_raw: e.user_agent.clone().unwrap_or_default(),
+            })
+            .collect();
     let actions = store_team::audit_actions(&state.db, org).await?;
     let html = AuditPage {
         layout: Layout::signed_in(&csrf.0, state.dev_mail_enabled(), &who, "team"),

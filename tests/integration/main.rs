@@ -15,4 +15,5 @@ mod secrets;
 mod signin;
 mod static_assets;
 mod store;
+mod team;
 mod tokens_page;

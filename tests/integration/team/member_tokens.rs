@@ -1,0 +1,169 @@
+//! A member's tokens from the Team page: read-only rows, Disable and Revoke
+//! by the superuser, and "Revoke all".
+
+use keysmith::store::tokens;
+
+use super::{member_with_token, superuser, team_post, text};
+use crate::backend_tests;
+use crate::bearer::{Spec, mint};
+use crate::harness::{Backend, TestApp};
+
+backend_tests!(
+    a_superuser_disables_and_revokes_a_members_token,
+    revoke_all_says_how_many_and_revokes_them,
+);
+
+async fn a_superuser_disables_and_revokes_a_members_token(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = superuser(&app).await;
+    let (bob, ci) = member_with_token(&app, &org, "bob@example.com", "CI deploys").await;
+    let laptop = mint(
+        &app,
+        org.id,
+        bob,
+        Spec {
+            label: "laptop",
+            ..Spec::default()
+        },
+    )
+    .await;
+
+    let page = text(app.get(&format!("/team/members/{bob}")).await).await;
+    assert!(page.contains("CI deploys") && page.contains("laptop"));
+    assert!(page.contains("Revoke all tokens of this member"));
+    assert!(
+        !page.contains("/rename"),
+        "the owner's rename is not offered"
+    );
+    assert!(!page.contains("/settings/api-tokens/"), "no owner actions");
+
+    // Disable, then enable again.
+    let path = format!("/team/members/{bob}/tokens/{}/toggle", ci.id);
+    let r = team_post(&app, &path, &[("enabled", "false")], true).await;
+    assert_eq!(r.status(), 200);
+    assert!(text(r).await.starts_with("<div id=\"member-tokens\""));
+    assert_eq!(app.whoami_status(&ci.token).await, 401);
+    let r = team_post(&app, &path, &[("enabled", "true")], false).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(app.whoami_status(&ci.token).await, 200);
+
+    // Revoke through the confirm step.
+    let confirm = app
+        .client
+        .get(app.url(&format!("/team/members/{bob}/tokens/{}/revoke", ci.id)))
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), 200);
+    let confirm = text(confirm).await;
+    assert!(
+        confirm.contains("Revoke “CI deploys” of bob@example.com?") && !confirm.contains("<html")
+    );
+    let r = team_post(
+        &app,
+        &format!("/team/members/{bob}/tokens/{}/revoke", ci.id),
+        &[],
+        true,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let list = text(r).await;
+    assert!(list.contains("id=\"member-revoked-tokens\""), "{list}");
+    assert_eq!(app.whoami_status(&ci.token).await, 401);
+    assert_eq!(app.whoami_status(&laptop.token).await, 200, "only that one");
+
+    let (reason, by): (Option<String>, Option<i64>) =
+        sqlx::query_as("SELECT revoked_reason, revoked_by_user_id FROM api_tokens WHERE id = $1")
+            .bind(ci.id)
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(reason.as_deref(), Some("superuser"));
+    assert_eq!(by, Some(org.owner));
+    let audit = app.audit_actions(ci.id).await;
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (last.0.as_str(), last.3),
+        ("token.revoked", Some(org.owner))
+    );
+    // Revoking again is a 404, not a second revocation.
+    let r = team_post(
+        &app,
+        &format!("/team/members/{bob}/tokens/{}/revoke", ci.id),
+        &[],
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+
+    let mail = app.wait_for_dev_mail("bob@example.com", 2).await;
+    assert!(
+        mail.iter()
+            .any(|m| m.subject == "Your API token “CI deploys” was disabled in Acme")
+    );
+    assert!(
+        mail.iter()
+            .any(|m| m.subject == "API token “CI deploys” was revoked in Acme")
+    );
+    app.shutdown().await;
+}
+
+async fn revoke_all_says_how_many_and_revokes_them(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = superuser(&app).await;
+    let (bob, first) = member_with_token(&app, &org, "bob@example.com", "one").await;
+    let second = mint(
+        &app,
+        org.id,
+        bob,
+        Spec {
+            label: "two",
+            ..Spec::default()
+        },
+    )
+    .await;
+    let third = mint(
+        &app,
+        org.id,
+        bob,
+        Spec {
+            label: "three",
+            ..Spec::default()
+        },
+    )
+    .await;
+    let (_, carols) = member_with_token(&app, &org, "carol@example.com", "one").await;
+
+    let r = app.get(&format!("/team/members/{bob}/revoke-all")).await;
+    assert_eq!(r.status(), 200);
+    let confirm = text(r).await;
+    assert!(
+        confirm.contains("Revoke all 3 tokens of bob@example.com?"),
+        "{confirm}"
+    );
+    assert!(confirm.contains("Revoke 3 tokens</button>"));
+
+    let r = team_post(&app, &format!("/team/members/{bob}/revoke-all"), &[], false).await;
+    assert_eq!(r.status(), 303);
+    for t in [&first, &second, &third] {
+        assert_eq!(app.whoami_status(&t.token).await, 401);
+    }
+    assert_eq!(
+        app.whoami_status(&carols.token).await,
+        200,
+        "other members untouched"
+    );
+    let rows = tokens::list_for_owner(app.db(), org.id, bob, true)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3, "tombstones kept");
+    assert!(rows.iter().all(|t| t.revoked_at.is_some()));
+    let page = text(app.get(&format!("/team/members/{bob}")).await).await;
+    assert!(page.contains("3 tokens revoked"), "flash");
+    assert!(
+        !page.contains("id=\"revoke-all\""),
+        "nothing left to revoke"
+    );
+    app.shutdown().await;
+}
