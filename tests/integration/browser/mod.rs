@@ -11,6 +11,7 @@
 mod csp;
 mod layout;
 mod signin;
+mod team;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

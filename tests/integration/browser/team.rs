@@ -1,0 +1,219 @@
+//! The Team page clicked through in a real browser: the permission switch,
+//! revoking a member's token through the confirm dialog, and a screenshot of
+//! the page with a dozen members.
+
+use std::time::{Duration, Instant};
+
+use keysmith::store::orgs;
+
+use crate::bearer::{Org, Spec, member, mint};
+use crate::browser::{Browser, WAIT, problems};
+use crate::harness::{Backend, TestApp};
+use crate::store::bootstrap;
+
+/// A dozen members in every state the page shows.
+async fn team_of_twelve(app: &TestApp) -> (Org, i64, i64) {
+    let b = bootstrap(app, "ada@example.com").await;
+    let org = Org {
+        id: b.organization.id,
+        owner: b.user.id,
+    };
+    let bob = member(app, &org, "bob.martin@example.com").await;
+    let bobs = mint(
+        app,
+        org.id,
+        bob,
+        Spec {
+            label: "CI deploys",
+            ..Spec::default()
+        },
+    )
+    .await;
+    mint(
+        app,
+        org.id,
+        bob,
+        Spec {
+            label: "laptop",
+            ..Spec::default()
+        },
+    )
+    .await;
+    for (i, email) in [
+        "carol.shaw@example.com",
+        "dan.abramov@example.com",
+        "erin.catto@example.com",
+        "frances.allen@example.com",
+        "grace.hopper@example.com",
+        "hedy.lamarr@example.com",
+        "ivan.sutherland@example.com",
+        "joan.clarke@example.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let id = member(app, &org, email).await;
+        if i % 3 == 0 {
+            mint(
+                app,
+                org.id,
+                id,
+                Spec {
+                    label: "script",
+                    ..Spec::default()
+                },
+            )
+            .await;
+        }
+        let mut tx = app.db().begin().await.unwrap();
+        match i {
+            1 => {
+                orgs::set_can_manage_tokens(&mut tx, org.id, id, false)
+                    .await
+                    .unwrap();
+            }
+            4 => {
+                orgs::set_member_disabled(&mut tx, org.id, id, true, 0)
+                    .await
+                    .unwrap();
+            }
+            6 => {
+                keysmith::store::team::set_role(&mut tx, org.id, id, orgs::Role::Superuser)
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+        tx.commit().await.unwrap();
+    }
+    let mut tx = app.db().begin().await.unwrap();
+    for email in ["ken.thompson@example.com", "lin.clark@example.com"] {
+        keysmith::store::team::invite_member(
+            &mut tx,
+            org.id,
+            &keysmith::domain::EmailAddress::parse(email).unwrap(),
+            false,
+            0,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    // Something used Bob's token a moment ago.
+    assert_eq!(app.whoami_status(&bobs.token).await, 200);
+    (org, bob, bobs.id)
+}
+
+async fn wait_for_attribute(browser: &Browser, css: &str, attribute: &str, value: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = browser
+            .eval(&format!(
+                "const e = document.querySelector({css:?}); return e ? e.getAttribute({attribute:?}) : null;"
+            ))
+            .await;
+        if now == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never had {attribute}={value} (has {now})\n{}",
+            browser.describe().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_browser_tests,
+    ignore = "browser test skipped: apt-get install chromium chromium-driver (CI installs them)"
+)]
+async fn a_superuser_toggles_the_permission_and_revokes_a_members_token() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (_org, bob, token_id) = team_of_twelve(&app).await;
+    let token = {
+        // A second token of Bob's whose plaintext we keep, to watch it die.
+        mint(
+            &app,
+            _org.id,
+            bob,
+            Spec {
+                label: "watcher",
+                ..Spec::default()
+            },
+        )
+        .await
+    };
+    let browser = Browser::start().await;
+    browser.sign_in(&app, "ada@example.com").await;
+    browser.goto(&app.url("/team")).await;
+    browser.wait_for_text("h1", "Team").await;
+    browser.wait_for("#members-table").await;
+    // Let the last-used buffer reach the page.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    browser.goto(&app.url("/team")).await;
+    browser.wait_for("#members-table").await;
+    // Tall enough for the whole list of twelve in one picture.
+    browser
+        .client
+        .set_window_size(1280, 1500)
+        .await
+        .expect("resize the window");
+    let shot = browser.screenshot("team").await;
+    assert!(shot.exists());
+
+    // The permission switch, through htmx.
+    let switch = format!("#member-{bob} button[role=switch]");
+    wait_for_attribute(&browser, &switch, "aria-checked", "true").await;
+    assert_eq!(app.whoami_status(&token.token).await, 200);
+    browser.click(&switch).await;
+    wait_for_attribute(&browser, &switch, "aria-checked", "false").await;
+    assert_eq!(app.whoami_status(&token.token).await, 401, "paused at once");
+    browser.click(&switch).await;
+    wait_for_attribute(&browser, &switch, "aria-checked", "true").await;
+    assert_eq!(app.whoami_status(&token.token).await, 200, "and back");
+    assert_eq!(browser.path().await, "/team", "no page load");
+
+    // From the row to the member's tokens, and revoke one in the dialog.
+    browser
+        .click(&format!("#member-{bob} td.label-cell a"))
+        .await;
+    browser.wait_for_text("h1", "bob.martin@example.com").await;
+    browser
+        .click(&format!("#token-actions-{token_id} a.btn-danger"))
+        .await;
+    let confirm = browser
+        .wait_for("#token-dialog[open] button.btn-danger")
+        .await;
+    assert!(
+        browser
+            .text("#token-dialog h2")
+            .await
+            .contains("Revoke “CI deploys” of bob.martin@example.com?")
+    );
+    browser.screenshot("team-revoke-dialog").await;
+    confirm.click().await.expect("press Revoke token");
+    browser.wait_for("#member-revoked-tokens").await;
+    let open = browser
+        .eval("return document.getElementById('token-dialog').open;")
+        .await;
+    assert_eq!(open, false, "the dialog closes");
+    let (reason,): (Option<String>,) =
+        sqlx::query_as("SELECT revoked_reason FROM api_tokens WHERE id = $1")
+            .bind(token_id)
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(reason.as_deref(), Some("superuser"));
+    assert_eq!(
+        app.whoami_status(&token.token).await,
+        200,
+        "only that token"
+    );
+
+    let console = problems(&browser.console().await);
+    assert!(console.is_empty(), "console problems: {console:#?}");
+    browser.close().await;
+    app.shutdown().await;
+}
