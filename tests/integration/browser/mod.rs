@@ -11,6 +11,7 @@
 mod csp;
 mod layout;
 mod signin;
+mod tokens;
 mod team;
 
 use std::path::{Path, PathBuf};
