@@ -121,9 +121,10 @@ pub struct LastUse {
     pub ip: String,
 }
 
-/// Rows per statement: 5 parameters each keeps a statement far below both
-/// engines' parameter limits.
-const FLUSH_CHUNK: usize = 200;
+/// Rows per statement (5 parameters each). Small on purpose: SQLite finds a
+/// `$N` parameter by walking its list of names, so binding costs grow with
+/// the square of the parameter count.
+const FLUSH_CHUNK: usize = 50;
 
 /// Writes a batch of last uses, a few statements for the whole batch. A use
 /// older than what the row already holds (another instance saw a later one)
