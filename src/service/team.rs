@@ -502,7 +502,6 @@ pub async fn set_token_disabled(
 }
 
 async fn revoke_in(
-    state: &AppState,
     tx: &mut sqlx::AnyConnection,
     by: &By<'_>,
     owner_email: &str,
@@ -522,7 +521,6 @@ async fn revoke_in(
         actor: Some(by.who.email.clone()),
     };
     mail::enqueue(tx, owner_email, &mail, now).await?;
-    let _ = state;
     Ok(true)
 }
 
@@ -542,7 +540,7 @@ pub async fn revoke_token(
     let by = By::new(who, meta);
     let now = state.clock.unix();
     let mut tx = state.db.begin().await?;
-    if !revoke_in(state, &mut tx, &by, &m.email, token_id, now).await? {
+    if !revoke_in(&mut tx, &by, &m.email, token_id, now).await? {
         tx.rollback().await.map_err(StoreError::from)?;
         return Err(TeamOpError::NotFound);
     }
@@ -570,7 +568,7 @@ pub async fn revoke_all(
     let ids = team::unrevoked_token_ids(&mut tx, org, user_id).await?;
     let mut revoked = 0;
     for id in &ids {
-        if revoke_in(state, &mut tx, &by, &m.email, *id, now).await? {
+        if revoke_in(&mut tx, &by, &m.email, *id, now).await? {
             revoked += 1;
         }
     }

@@ -82,11 +82,7 @@ impl AuditQuery {
 
 /// Turns the form's strings into a store filter. Unknown members or
 /// unreadable values select nothing rather than everything.
-async fn filter(
-    state: &AppState,
-    who: &SignedIn,
-    q: &AuditQuery,
-) -> Result<AuditFilter, crate::error::AppError> {
+async fn filter(state: &AppState, q: &AuditQuery) -> Result<AuditFilter, crate::error::AppError> {
     let member = match q.member.trim() {
         "" => 0,
         raw => match EmailAddress::parse(raw) {
@@ -100,7 +96,6 @@ async fn filter(
         "" => 0,
         raw => raw.parse::<i64>().ok().filter(|n| *n > 0).unwrap_or(-1),
     };
-    let _ = who;
     Ok(AuditFilter {
         member,
         token,
@@ -172,7 +167,7 @@ pub async fn page(
         return forbidden(&state, &csrf.0, &who).await;
     }
     let org = who.organization_id();
-    let f = filter(&state, &who, &q).await?;
+    let f = filter(&state, &q).await?;
     let total = store_team::count_audit_events(&state.db, org, &f).await?;
     let page = q.page.trim().parse::<i64>().unwrap_or(1).max(1);
     let pager = pager(page, total, PAGE_SIZE, |p| {
@@ -195,7 +190,7 @@ pub async fn page(
                 agent: e
                     .user_agent
                     .as_deref()
-                    .map(|a| short_agent(a))
+                    .map(short_agent)
                     .unwrap_or_default(),
                 agent_raw: e.user_agent.clone().unwrap_or_default(),
             })
@@ -244,7 +239,7 @@ pub async fn csv(
         return forbidden(&state, &csrf.0, &who).await;
     }
     let org = who.organization_id();
-    let f = filter(&state, &who, &q).await?;
+    let f = filter(&state, &q).await?;
     let events = store_team::audit_events(&state.db, org, &f, CSV_LIMIT, 0).await?;
     let mut out = String::from(
         "time,action,actor,actor_token_id,subject,token_id,token,detail,ip,user_agent\r\n",
