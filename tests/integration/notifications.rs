@@ -394,3 +394,72 @@ async fn revoke_links_that_are_expired_or_made_up_get_calm_pages() {
     assert_eq!(app.whoami_status(&token).await, 200);
     app.shutdown().await;
 }
+
+/// Two instances on one PostgreSQL share the outbox: every message is sent,
+/// by exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_postgres_tests,
+    ignore = "PostgreSQL test skipped: set KEYSMITH_TEST_POSTGRES_URL (CI sets it)"
+)]
+async fn two_instances_deliver_each_message_once() {
+    let a = TestApp::spawn(Backend::Postgres).await;
+    let url = a.state.config.database_url.connect_url().to_string();
+    let b = TestApp::spawn_with(Backend::Postgres, &[("DATABASE_URL", &url)]).await;
+    let org = keysmith::store::orgs::bootstrap(
+        a.db(),
+        &keysmith::domain::OrgName::parse("Acme").unwrap(),
+        &keysmith::domain::EmailAddress::parse("ada@example.com").unwrap(),
+    )
+    .await
+    .unwrap()
+    .organization;
+    let mut tx = a.db().begin().await.unwrap();
+    for n in 0..40 {
+        let mail = keysmith::mail::Mail::PermissionRestored {
+            organization_id: org.id,
+            actor: "ada@example.com".into(),
+        };
+        keysmith::mail::enqueue(
+            &mut tx,
+            &format!("user{n}@example.com"),
+            &mail,
+            a.state.clock.unix(),
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    a.state.mail.wake();
+    b.state.mail.wake();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let mut all = a.dev_mail().await;
+        all.extend(b.dev_mail().await);
+        if all.len() >= 40 {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 40 delivered",
+            all.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut recipients: Vec<String> = all.iter().map(|m| m.to.clone()).collect();
+    recipients.sort();
+    recipients.dedup();
+    assert_eq!(recipients.len(), 40, "every message delivered");
+    let total = a.dev_mail().await.len() + b.dev_mail().await.len();
+    assert_eq!(total, 40, "and none twice");
+    let (unsent,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL")
+            .fetch_one(a.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(unsent, 0);
+    b.shutdown().await;
+    a.shutdown().await;
+}
