@@ -162,6 +162,10 @@ async fn a_superuser_toggles_the_permission_and_revokes_a_members_token() {
         .expect("resize the window");
     let shot = browser.screenshot("team").await;
     assert!(shot.exists());
+    browser
+        .eval("document.getElementById('policy').scrollIntoView(); return true;")
+        .await;
+    browser.screenshot("team-policy").await;
 
     // The permission switch, through htmx.
     let switch = format!("#member-{bob} button[role=switch]");
