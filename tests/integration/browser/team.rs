@@ -216,6 +216,13 @@ async fn a_superuser_toggles_the_permission_and_revokes_a_members_token() {
         "only that token"
     );
 
+    // The audit log shows what just happened, newest first.
+    browser.goto(&app.url("/team/audit")).await;
+    browser.wait_for("#audit-events").await;
+    let first = browser.text("#audit-events tbody tr:first-child").await;
+    assert!(first.contains("token.revoked"), "{first}");
+    browser.screenshot("team-audit").await;
+
     let console = problems(&browser.console().await);
     assert!(console.is_empty(), "console problems: {console:#?}");
     browser.close().await;
