@@ -131,7 +131,7 @@ pub async fn introspect(
     };
     let mut body = json!({
         "active": true,
-        "scope": info.scopes_str,
+        "scope": &*info.scopes_str,
         "sub": info.user_id.to_string(),
         "username": info.email,
         "iat": info.created_at,

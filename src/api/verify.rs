@@ -111,7 +111,7 @@ async fn check(
     set("x-keysmith-user", info.user_id.to_string());
     set("x-keysmith-email", info.email.clone());
     set("x-keysmith-org", info.organization_id.to_string());
-    set("x-keysmith-scopes", info.scopes_str.clone());
+    set("x-keysmith-scopes", info.scopes_str.to_string());
     set("x-keysmith-token-id", info.token_id.to_string());
     h.extend(bearer::rate_limit_headers(&decision));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

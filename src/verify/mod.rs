@@ -19,6 +19,7 @@ pub mod last_used;
 mod listener;
 pub mod rate_limit;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,9 +39,9 @@ use cache::DigestCache;
 use last_used::LastUsedBuffer;
 use rate_limit::{RateDecision, RateLimiter, RequestClass};
 
-/// Most tokens kept in memory. About 1 KB each, so this bounds the cache
-/// near 50 MB in the worst case; a deployment's active tokens are usually
-/// far fewer.
+/// Most tokens kept in memory. A cached token takes about 0.5 KB (its scope
+/// set is shared), so the cache stays under about 25 MB even when full; a
+/// deployment's active tokens are usually far fewer.
 const KNOWN_CAPACITY: usize = 50_000;
 /// Most unknown digests remembered.
 const UNKNOWN_CAPACITY: usize = 20_000;
@@ -102,9 +103,10 @@ pub struct TokenInfo {
     pub display_prefix: String,
     /// The scopes the token may use: the closure of what it was granted,
     /// narrowed by the organization's scope policy when there is one.
-    pub scopes: ScopeSet,
+    /// Shared by every cached token with the same grant (see [`ScopeInterner`]).
+    pub scopes: Arc<ScopeSet>,
     /// `scopes`, space separated.
-    pub scopes_str: String,
+    pub scopes_str: Arc<str>,
     /// Empty: unrestricted.
     pub projects: Vec<Project>,
     pub created_at: i64,
@@ -117,7 +119,7 @@ pub struct TokenInfo {
 }
 
 impl TokenInfo {
-    fn from_facts(facts: TokenFacts, config: &Config) -> TokenInfo {
+    fn from_facts(facts: TokenFacts, config: &Config, interner: &ScopeInterner) -> TokenInfo {
         let standing = if facts.revoked_at.is_some() {
             Standing::Revoked
         } else if facts.disabled_at.is_some() {
@@ -130,18 +132,8 @@ impl TokenInfo {
                 Some(_) => Standing::Live,
             }
         };
-        let mut scopes = config
-            .scopes
-            .effective(&ScopeSet::from_stored(&facts.scopes));
-        if let Some(policy) = facts.allowed_scopes.as_deref() {
-            let allowed = config.scopes.effective(&ScopeSet::from_stored(policy));
-            let kept: Vec<&str> = scopes
-                .iter()
-                .map(|s| s.as_str())
-                .filter(|s| allowed.contains(s))
-                .collect();
-            scopes = ScopeSet::from_stored(&kept.join(" "));
-        }
+        let (scopes, scopes_str) =
+            interner.effective(config, &facts.scopes, facts.allowed_scopes.as_deref());
         let per_minute = |own: Option<i64>, default: u32| {
             own.and_then(|n| u32::try_from(n).ok())
                 .filter(|&n| n > 0)
@@ -155,8 +147,8 @@ impl TokenInfo {
             organization_name: facts.organization_name,
             label: facts.label,
             display_prefix: facts.display_prefix,
-            scopes_str: scopes.to_stored(),
             scopes,
+            scopes_str,
             projects: facts
                 .projects
                 .into_iter()
@@ -198,6 +190,54 @@ impl TokenInfo {
     }
 }
 
+/// Effective scope sets, shared between cached tokens: most tokens carry one
+/// of a few grants, and a scope set is the largest part of a cached token.
+#[derive(Default)]
+struct ScopeInterner {
+    sets: Mutex<HashMap<(String, Option<String>), (Arc<ScopeSet>, Arc<str>)>>,
+}
+
+/// Distinct grants remembered; past this the interner starts over (cached
+/// tokens keep their own `Arc`s).
+const INTERNED_GRANTS: usize = 1024;
+
+impl ScopeInterner {
+    /// The closure of `granted`, narrowed to the closure of the
+    /// organization's `policy` when it has one.
+    fn effective(
+        &self,
+        config: &Config,
+        granted: &str,
+        policy: Option<&str>,
+    ) -> (Arc<ScopeSet>, Arc<str>) {
+        let key = (granted.to_owned(), policy.map(str::to_owned));
+        let mut sets = self
+            .sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = sets.get(&key) {
+            return found.clone();
+        }
+        let mut scopes = config.scopes.effective(&ScopeSet::from_stored(granted));
+        if let Some(policy) = policy {
+            let allowed = config.scopes.effective(&ScopeSet::from_stored(policy));
+            let kept: Vec<&str> = scopes
+                .iter()
+                .map(|s| s.as_str())
+                .filter(|s| allowed.contains(s))
+                .collect();
+            scopes = ScopeSet::from_stored(&kept.join(" "));
+        }
+        let text: Arc<str> = Arc::from(scopes.to_stored());
+        let value = (Arc::new(scopes), text);
+        if sets.len() >= INTERNED_GRANTS {
+            sets.clear();
+        }
+        sets.insert(key, value.clone());
+        value
+    }
+}
+
 /// The answer for one presented token.
 #[derive(Debug, Clone)]
 pub enum Verdict {
@@ -228,6 +268,7 @@ pub struct Verifier {
     epoch: Instant,
     limiter: RateLimiter,
     last_used: LastUsedBuffer,
+    scope_sets: ScopeInterner,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -247,6 +288,7 @@ impl Verifier {
             epoch: Instant::now(),
             limiter: RateLimiter::default(),
             last_used: LastUsedBuffer::default(),
+            scope_sets: ScopeInterner::default(),
             stop,
             tasks: Mutex::new(Vec::new()),
         }
@@ -306,7 +348,7 @@ impl Verifier {
         .await;
         match read {
             Ok(Ok(Some(facts))) => {
-                let info = Arc::new(TokenInfo::from_facts(facts, &self.config));
+                let info = Arc::new(TokenInfo::from_facts(facts, &self.config, &self.scope_sets));
                 self.known
                     .insert_if_current(digest, Arc::clone(&info), &self.generation, seen);
                 self.unknown.remove(&digest);
@@ -486,4 +528,32 @@ pub async fn commit_and_invalidate(
         verifier.invalidate(w);
     }
     committed.map_err(StoreError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let vars = std::collections::HashMap::from([(
+            "KEYSMITH_CONFIG".to_string(),
+            "/dev/null".to_string(),
+        )]);
+        Config::from_vars(&vars).unwrap()
+    }
+
+    #[test]
+    fn effective_scopes_are_the_closure_narrowed_by_policy_and_shared() {
+        let config = config();
+        let interner = ScopeInterner::default();
+        let (write, text) = interner.effective(&config, "write", None);
+        assert_eq!(
+            (write.to_stored(), &*text),
+            ("read write".into(), "read write")
+        );
+        let (again, _) = interner.effective(&config, "write", None);
+        assert!(Arc::ptr_eq(&write, &again), "one set for one grant");
+        let (narrowed, text) = interner.effective(&config, "write", Some("read"));
+        assert_eq!((narrowed.to_stored(), &*text), ("read".into(), "read"));
+    }
 }
