@@ -19,6 +19,7 @@ SAMPLE="${SAMPLE:-10000}"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
+ROUNDS="${ROUNDS:-2}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
 PG_ADMIN="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PORT="${PORT:-39391}"
@@ -41,9 +42,9 @@ trap cleanup EXIT
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
-# load NAME PATH [TOKENS_FILE]: one bounded wrk run; prints its RESULT line.
+# load NAME PATH TOKENS_FILE: one bounded wrk run; prints its RESULT line.
 load() {
-    local name="$1" path="$2" tokens="${3:-}"
+    local name="$1" path="$2" tokens="$3"
     local line
     line=$(BENCH_PATH="$path" TOKENS="$tokens" timeout 60 \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${LOAD_DURATION:-$DURATION}" --timeout 5s -s bench/wrk.lua \
@@ -76,16 +77,20 @@ for backend in $BACKENDS; do
     # Warm-up: one request per sample token, so the runs measure the cached
     # path (what a deployment sees once its active tokens have been used),
     # then a short run of the trivial route.
-    awk -v port="$PORT" '{ printf "url = \"http://127.0.0.1:%s/auth/verify\"\nheader = \"Authorization: Bearer %s\"\noutput = \"/dev/null\"\nnext\n", port, $0 }' \
+    awk -v port="$PORT" '{ if (NR > 1) print "next"; printf "url = \"http://127.0.0.1:%s/auth/verify\"\nheader = \"Authorization: Bearer %s\"\noutput = \"/dev/null\"\n", port, $0 }' \
         "$work/tokens.txt" >"$work/warmup.curl"
     started=$(date +%s.%N)
-    timeout 300 curl -s --parallel --parallel-max 32 -K "$work/warmup.curl"
+    timeout 300 curl --no-progress-meter --parallel --parallel-max 32 -K "$work/warmup.curl"
     printf '   warm-up: %s tokens verified once in %.1f s\n' "$(wc -l <"$work/tokens.txt")" "$(echo "$(date +%s.%N) - $started" | bc)"
-    LOAD_DURATION=3s load warmup-healthz /healthz >/dev/null
+    LOAD_DURATION=3s load warmup-healthz /healthz "$work/tokens.txt" >/dev/null
 
-    load healthz /healthz
-    load whoami /api/v2/whoami "$work/tokens.txt"
-    load verify /auth/verify "$work/tokens.txt"
+    # Rounds interleave the routes, so a neighbour's load on the machine
+    # affects all of them alike.
+    for round in $(seq 1 "$ROUNDS"); do
+        load "healthz#$round" /healthz "$work/tokens.txt"
+        load "whoami#$round" /api/v2/whoami "$work/tokens.txt"
+        load "verify#$round" /auth/verify "$work/tokens.txt"
+    done
     echo "   server RSS after the runs: $(( $(rss_kb "$server_pid") / 1024 )) MB (peak $(( $(hwm_kb "$server_pid") / 1024 )) MB)"
 
     kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""

@@ -1,13 +1,15 @@
--- wrk script for bench/run.sh: every request goes through this Lua
--- `request` function (the trivial route too, so all routes pay the same
--- client-side cost). With TOKENS set, requests rotate through the tokens in
--- that file (one per line) as `Authorization: Bearer …`; METHOD sets the
--- X-Forwarded-Method a proxy would send to /auth/verify.
+-- wrk script for bench/run.sh. Requests rotate through the tokens in the
+-- file named by TOKENS (one per line) as `Authorization: Bearer …`, with the
+-- X-Forwarded-Method/-Uri headers a proxy sends to /auth/verify. Every route
+-- gets exactly the same requests (the trivial one ignores the headers), so
+-- the client's work, which shares the CPUs with the server, is the same
+-- for all of them and the ratio measures the server.
 
 local tokens = {}
 local next_token = 1
 local path = os.getenv("BENCH_PATH") or "/healthz"
 local method = os.getenv("BENCH_ORIGINAL_METHOD") or "GET"
+
 
 function init(args)
   local file = os.getenv("TOKENS")
