@@ -815,3 +815,52 @@ pub async fn set_project_archived(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(raw: &str, max: i64) -> (Option<i64>, Option<String>) {
+        let mut errors = FieldErrors::default();
+        let n = bounded(&mut errors, "n", raw, max, "days");
+        (n, errors.get("n").map(str::to_string))
+    }
+
+    #[test]
+    fn policy_numbers_are_whole_and_bounded_or_empty() {
+        assert_eq!(one("", 10), (None, None));
+        assert_eq!(one("  7 ", 10), (Some(7), None));
+        assert_eq!(one("10", 10), (Some(10), None));
+        for bad in ["0", "-1", "11", "1.5", "ten", "99999999999999999999"] {
+            let (n, e) = one(bad, 10);
+            assert_eq!(n, None, "{bad}");
+            assert!(e.unwrap().contains("from 1 to 10"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn project_names_are_trimmed_and_bounded() {
+        assert_eq!(project_name("  billing ").unwrap(), "billing");
+        assert!(project_name("   ").is_err());
+        assert!(project_name(&"x".repeat(101)).is_err());
+        assert!(project_name("a\u{7}b").is_err());
+        assert_eq!(project_name(&"é".repeat(100)).unwrap().chars().count(), 100);
+    }
+
+    #[test]
+    fn policy_descriptions_name_defaults() {
+        assert_eq!(
+            describe_policy(&OrgPolicy::default()),
+            "reads/min default, writes/min default, max lifetime days default, scopes all"
+        );
+        let p = OrgPolicy {
+            writes_per_minute: Some(1),
+            allowed_scopes: Some("read".into()),
+            ..OrgPolicy::default()
+        };
+        assert!(
+            describe_policy(&p).contains("writes/min 1")
+                && describe_policy(&p).ends_with("scopes read")
+        );
+    }
+}

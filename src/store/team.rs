@@ -230,7 +230,7 @@ pub async fn accept_invitation(
 ) -> StoreResult<bool> {
     sqlx::query(
         "UPDATE memberships SET joined_at = $1 \
-         WHERE organization_id = $2 AND user_id = $3 AND joined_at IS NULL",
+         WHERE organization_id = $2 AND user_id = $3 AND joined_at IS NULL AND disabled_at IS NULL",
     )
     .bind(now)
     .bind(organization_id)

@@ -1352,3 +1352,21 @@ pub async fn accept_invitation(
         other => invitation_outcome(&state, &csrf.0, other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pager_clamps_and_links_neighbours() {
+        let link = |p: i64| format!("/team?page={p}");
+        let p = pager(1, 5001, 50, link);
+        assert_eq!((p.page, p.pages, p.first, p.last), (1, 101, 1, 50));
+        assert_eq!((p.prev, p.next.as_deref()), (None, Some("/team?page=2")));
+        let p = pager(500, 5001, 50, link);
+        assert_eq!((p.page, p.first, p.last), (101, 5001, 5001));
+        assert!(p.next.is_none());
+        let p = pager(3, 0, 50, link);
+        assert_eq!((p.page, p.pages, p.first, p.last), (1, 1, 0, 0));
+    }
+}
