@@ -223,6 +223,21 @@ async fn a_superuser_toggles_the_permission_and_revokes_a_members_token() {
     assert!(first.contains("token.revoked"), "{first}");
     browser.screenshot("team-audit").await;
 
+    // On a phone the rows become cards and nothing scrolls sideways.
+    browser.emulate_phone(360, 780).await;
+    for (path, name) in [
+        ("/team".to_string(), "phone-team"),
+        (format!("/team/members/{bob}"), "phone-team-member"),
+    ] {
+        browser.goto(&app.url(&path)).await;
+        browser.wait_for("h1").await;
+        let fits = browser
+            .eval("const d = document.documentElement; return d.scrollWidth <= d.clientWidth;")
+            .await;
+        assert_eq!(fits, true, "{path} is wider than a 360px phone");
+        browser.screenshot(name).await;
+    }
+
     let console = problems(&browser.console().await);
     assert!(console.is_empty(), "console problems: {console:#?}");
     browser.close().await;
