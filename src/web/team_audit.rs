@@ -187,11 +187,7 @@ pub async fn page(
                 token_id: e.token_id,
                 detail: e.detail.clone().unwrap_or_default(),
                 ip: e.ip.clone().unwrap_or_default(),
-                agent: e
-                    .user_agent
-                    .as_deref()
-                    .map(short_agent)
-                    .unwrap_or_default(),
+                agent: e.user_agent.as_deref().map(short_agent).unwrap_or_default(),
                 agent_raw: e.user_agent.clone().unwrap_or_default(),
             })
             .collect();
