@@ -11,8 +11,8 @@
 mod csp;
 mod layout;
 mod signin;
-mod tokens;
 mod team;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
