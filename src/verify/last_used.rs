@@ -1,6 +1,6 @@
 //! "Last used" without a database write per request: each verified request
 //! overwrites its token's entry in memory, and a background task writes the
-//! entries in one batch every second (and once more at shutdown).
+//! entries in one batch every two seconds (and once more at shutdown).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

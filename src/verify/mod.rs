@@ -56,8 +56,9 @@ const LOAD_TIMEOUT: Duration = Duration::from_millis(1500);
 /// After a failed read, requests that need the database fail at once for
 /// this long instead of each waiting for the timeout.
 const BACKOFF_AFTER_FAILURE: Duration = Duration::from_secs(1);
-/// How often "last used" is written.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often "last used" is written: each busy token costs one row write
+/// per interval, so this trades database work for freshness on the page.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
 /// A project a token is restricted to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,9 +305,12 @@ impl Verifier {
                 !trusted || (info.standing.revivable() && age >= REVIVABLE_REFRESH_AFTER);
             if !must_reread {
                 if age >= REFRESH_AFTER && !info.refreshing.swap(true, Ordering::AcqRel) {
-                    let this = Arc::clone(self);
+                    let (this, stale) = (Arc::clone(self), Arc::clone(&info));
                     tokio::spawn(async move {
-                        let _ = this.load(digest).await;
+                        if this.load(digest).await.is_err() {
+                            // Try again on a later request.
+                            stale.refreshing.store(false, Ordering::Release);
+                        }
                     });
                 }
                 return Ok(self.verdict(info));

@@ -1,5 +1,5 @@
 //! "Last used": time, method, path (without query) and client IP, written
-//! in batches within two seconds, and at shutdown.
+//! in batches every two seconds, and at shutdown.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -55,7 +55,8 @@ async fn forward_auth_records_the_original_method_path_and_client_ip(backend: Ba
         .unwrap();
     assert_eq!(r.status(), 200);
     let (row, took) = wait_for_use(app.db(), org.id, t.id, before).await;
-    assert!(took < Duration::from_millis(2500), "written after {took:?}");
+    // One flush interval (2 s) plus the write itself.
+    assert!(took < Duration::from_millis(3000), "written after {took:?}");
     assert_eq!(row.last_used_method.as_deref(), Some("PATCH"));
     assert_eq!(row.last_used_path.as_deref(), Some("/tickets/7"));
     assert_eq!(row.last_used_ip.as_deref(), Some("198.51.100.4"));
