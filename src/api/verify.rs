@@ -90,13 +90,13 @@ async fn check(
     if let Some(scope) = params.scope.as_deref() {
         bearer::require_scopes(&info, scope)?;
     }
-    if let Some(project) = params.project.as_deref() {
-        if !info.allows_project(project.trim()) {
-            return Err(BearerError::InsufficientScope {
-                scope: String::new(),
-                description: "The access token is restricted to other projects.",
-            });
-        }
+    if let Some(project) = params.project.as_deref()
+        && !info.allows_project(project.trim())
+    {
+        return Err(BearerError::InsufficientScope {
+            scope: String::new(),
+            description: "The access token is restricted to other projects.",
+        });
     }
 
     let mut response = StatusCode::OK.into_response();

@@ -195,8 +195,13 @@ impl TokenInfo {
 /// of a few grants, and a scope set is the largest part of a cached token.
 #[derive(Default)]
 struct ScopeInterner {
-    sets: Mutex<HashMap<(String, Option<String>), (Arc<ScopeSet>, Arc<str>)>>,
+    sets: Mutex<HashMap<GrantKey, SharedScopes>>,
 }
+
+/// A grant as stored (scope names) and the organization's scope policy.
+type GrantKey = (String, Option<String>);
+/// An effective scope set and its space-separated form.
+type SharedScopes = (Arc<ScopeSet>, Arc<str>);
 
 /// Distinct grants remembered; past this the interner starts over (cached
 /// tokens keep their own `Arc`s).
@@ -205,12 +210,7 @@ const INTERNED_GRANTS: usize = 1024;
 impl ScopeInterner {
     /// The closure of `granted`, narrowed to the closure of the
     /// organization's `policy` when it has one.
-    fn effective(
-        &self,
-        config: &Config,
-        granted: &str,
-        policy: Option<&str>,
-    ) -> (Arc<ScopeSet>, Arc<str>) {
+    fn effective(&self, config: &Config, granted: &str, policy: Option<&str>) -> SharedScopes {
         let key = (granted.to_owned(), policy.map(str::to_owned));
         let mut sets = self
             .sets
@@ -322,10 +322,10 @@ impl Verifier {
                 Err(Unavailable) => Ok(self.verdict(info)),
             };
         }
-        if let Some(seen) = self.unknown.get(&digest) {
-            if seen.elapsed() < REFRESH_AFTER {
-                return Ok(Verdict::Inactive);
-            }
+        if let Some(seen) = self.unknown.get(&digest)
+            && seen.elapsed() < REFRESH_AFTER
+        {
+            return Ok(Verdict::Inactive);
         }
         self.load(digest).await
     }
