@@ -42,14 +42,23 @@ trap cleanup EXIT
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
-# load NAME PATH TOKENS_FILE: one bounded wrk run; prints its RESULT line.
+# CPU time (user + system, in clock ticks) the server has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
+
+# load NAME PATH TOKENS_FILE: one bounded wrk run; prints its RESULT line
+# plus the server's CPU time per request (robust to a busy neighbour, which
+# throughput and latency are not).
 load() {
     local name="$1" path="$2" tokens="$3"
-    local line
+    local line before after requests
+    before=$(cpu_ticks "$server_pid")
     line=$(BENCH_PATH="$path" TOKENS="$tokens" timeout 60 \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${LOAD_DURATION:-$DURATION}" --timeout 5s -s bench/wrk.lua \
         "http://127.0.0.1:$PORT" | grep '^RESULT')
-    echo "$name $line"
+    after=$(cpu_ticks "$server_pid")
+    requests=$(echo "$line" | sed 's/.*requests=\([0-9]*\).*/\1/')
+    echo "$name $line server_cpu_us_per_req=$(( (after - before) * TICK_US / (requests > 0 ? requests : 1) )).$(( (after - before) * TICK_US * 10 / (requests > 0 ? requests : 1) % 10 )) load=$(cut -d' ' -f1 /proc/loadavg)"
 }
 
 for backend in $BACKENDS; do
