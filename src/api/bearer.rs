@@ -141,11 +141,11 @@ pub fn rate_limit_headers(d: &RateDecision) -> [(HeaderName, HeaderValue); 2] {
     [
         (
             HeaderName::from_static("ratelimit-policy"),
-            HeaderValue::from_str(&policy).expect("ASCII digits and a fixed name"),
+            HeaderValue::try_from(policy).expect("ASCII digits and a fixed name"),
         ),
         (
             HeaderName::from_static("ratelimit"),
-            HeaderValue::from_str(&current).expect("ASCII digits and a fixed name"),
+            HeaderValue::try_from(current).expect("ASCII digits and a fixed name"),
         ),
     ]
 }

@@ -12,7 +12,7 @@
 //! `KEYSMITH_VERIFY_429_AS_403`, for nginx).
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -101,18 +101,17 @@ async fn check(
 
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        // An email that cannot be a header value (non-ASCII) is left out
-        // rather than mangled.
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(HeaderName::from_static(name), v);
-        }
-    };
-    set("x-keysmith-user", info.user_id.to_string());
-    set("x-keysmith-email", info.email.clone());
-    set("x-keysmith-org", info.organization_id.to_string());
-    set("x-keysmith-scopes", info.scopes_str.to_string());
-    set("x-keysmith-token-id", info.token_id.to_string());
+    h.insert("x-keysmith-user", HeaderValue::from(info.user_id));
+    // An email that cannot be a header value (non-ASCII) is left out rather
+    // than mangled.
+    if let Ok(email) = HeaderValue::from_str(&info.email) {
+        h.insert("x-keysmith-email", email);
+    }
+    h.insert("x-keysmith-org", HeaderValue::from(info.organization_id));
+    if let Ok(scopes) = HeaderValue::from_str(&info.scopes_str) {
+        h.insert("x-keysmith-scopes", scopes);
+    }
+    h.insert("x-keysmith-token-id", HeaderValue::from(info.token_id));
     h.extend(bearer::rate_limit_headers(&decision));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
