@@ -219,7 +219,8 @@ pub async fn find_user_by_email(db: &Db, email: &EmailAddress) -> StoreResult<Op
     Ok(found.map(|(id, email)| User { id, email }))
 }
 
-/// The user's memberships that are not disabled, oldest first.
+/// The user's memberships that are joined (not just invited) and not
+/// disabled, oldest first.
 pub async fn active_memberships(db: &Db, user_id: i64) -> StoreResult<Vec<Membership>> {
     let mut conn = db.pool().acquire().await?;
     active_memberships_in(&mut conn, user_id).await
@@ -233,7 +234,7 @@ pub async fn active_memberships_in(
     let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
         "SELECT o.id, o.name, m.role, m.can_manage_tokens FROM memberships m \
          JOIN organizations o ON o.id = m.organization_id \
-         WHERE m.user_id = $1 AND m.disabled_at IS NULL ORDER BY m.id",
+         WHERE m.user_id = $1 AND m.disabled_at IS NULL AND m.joined_at IS NOT NULL ORDER BY m.id",
     )
     .bind(user_id)
     .fetch_all(&mut *conn)

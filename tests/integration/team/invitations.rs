@@ -60,6 +60,25 @@ async fn an_invitation_is_accepted_once_and_signs_the_invitee_in(backend: Backen
             .contains("badge-invited")
     );
 
+    // Until she accepts, Carol is not a member: no sign-in link is sent.
+    let r = app
+        .post_form_with(
+            &new_client(),
+            "/signin",
+            "/signin",
+            &[("email", "carol@example.com")],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !app.dev_mail()
+            .await
+            .iter()
+            .any(|m| m.to == "carol@example.com" && m.subject.contains("sign-in")),
+        "an invitee who has not accepted cannot sign in"
+    );
+
     let csrf = app.csrf_with(&carol, &path).await;
     let r = carol
         .post(app.url(&path))
