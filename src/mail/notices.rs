@@ -447,7 +447,10 @@ mod tests {
             d.starts_with("Firefox on Mac OSX (") && d.ends_with(&format!("{firefox})")),
             "{d}"
         );
-        assert_eq!(describe_agent(Some("curl/8.5.0")), "HTTP Library (curl/8.5.0)");
+        assert_eq!(
+            describe_agent(Some("curl/8.5.0")),
+            "HTTP Library (curl/8.5.0)"
+        );
         assert_eq!(describe_agent(Some("my-script")), "my-script");
         assert_eq!(describe_agent(None), "unknown");
     }

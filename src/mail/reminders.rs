@@ -21,7 +21,8 @@ const EVERY: Duration = Duration::from_secs(60);
 /// One pass: enqueues every reminder that is due at `now`. Returns how many.
 pub async fn run_once(db: &Db, now: i64) -> StoreResult<usize> {
     // (notice, expiry window, minimum lifetime, email)
-    let passes: [(&str, i64, i64, i64, fn(i64) -> Mail); 3] = [
+    type Pass = (&'static str, i64, i64, i64, fn(i64) -> Mail);
+    let passes: [Pass; 3] = [
         ("7d", now + DAY, now + 7 * DAY, 7 * DAY, |id| {
             Mail::TokenExpiresSoon {
                 token_id: id,

@@ -374,7 +374,8 @@ pub struct OrgPolicy {
 }
 
 pub async fn policy(db: &Db, organization_id: i64) -> StoreResult<OrgPolicy> {
-    let row: Option<(Option<i64>, Option<i64>, Option<i64>, Option<String>)> = sqlx::query_as(
+    type PolicyRow = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
+    let row: Option<PolicyRow> = sqlx::query_as(
         "SELECT reads_per_minute, writes_per_minute, max_token_lifetime_days, allowed_scopes \
          FROM organizations WHERE id = $1",
     )

@@ -113,7 +113,7 @@ pub async fn mark_failed(db: &Db, id: i64, error: &str, now: i64) -> StoreResult
 }
 
 /// A row of `keysmith mail status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OutboxStatus {
     pub id: i64,
     pub template: String,
@@ -127,36 +127,13 @@ pub struct OutboxStatus {
 
 /// Messages not yet delivered: pending and failed, oldest first.
 pub async fn undelivered(db: &Db) -> StoreResult<Vec<OutboxStatus>> {
-    let rows: Vec<(i64, String, String, i64, i64, i64, Option<i64>, Option<String>)> = sqlx::query_as(
+    let rows = sqlx::query_as(
         "SELECT id, template, recipient, created_at, attempts, next_attempt_at, failed_at, last_error \
          FROM mail_outbox WHERE sent_at IS NULL ORDER BY id",
     )
     .fetch_all(db.pool())
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                id,
-                template,
-                recipient,
-                created_at,
-                attempts,
-                next_attempt_at,
-                failed_at,
-                last_error,
-            )| OutboxStatus {
-                id,
-                template,
-                recipient,
-                created_at,
-                attempts,
-                next_attempt_at,
-                failed_at,
-                last_error,
-            },
-        )
-        .collect())
+    Ok(rows)
 }
 
 /// Puts failed messages back in the queue, due now, with a fresh time budget.

@@ -5,7 +5,7 @@ use sqlx::AnyConnection;
 
 use super::{Db, StoreResult};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SessionRecord {
     pub id: i64,
     pub user_id: i64,
@@ -51,7 +51,7 @@ pub async fn find_live(
     now: i64,
     idle_seconds: i64,
 ) -> StoreResult<Option<SessionRecord>> {
-    let row: Option<(i64, i64, String, Option<i64>, i64, i64, i64)> = sqlx::query_as(
+    let record = sqlx::query_as(
         "SELECT s.id, s.user_id, u.email, s.current_organization_id, s.created_at, s.last_seen_at, s.expires_at \
          FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.id_hash = $1 AND s.expires_at > $2 AND s.last_seen_at > $3",
@@ -61,19 +61,7 @@ pub async fn find_live(
     .bind(now - idle_seconds)
     .fetch_optional(db.pool())
     .await?;
-    Ok(row.map(
-        |(id, user_id, email, current_organization_id, created_at, last_seen_at, expires_at)| {
-            SessionRecord {
-                id,
-                user_id,
-                email,
-                current_organization_id,
-                created_at,
-                last_seen_at,
-                expires_at,
-            }
-        },
-    ))
+    Ok(record)
 }
 
 /// Records activity. Callers skip it when the last touch is recent, so a

@@ -671,6 +671,7 @@ pub struct RenameForm {
     label: String,
 }
 
+#[allow(clippy::too_many_arguments)] // one per axum extractor
 pub async fn rename(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
@@ -713,6 +714,7 @@ pub struct ToggleForm {
     enabled: String,
 }
 
+#[allow(clippy::too_many_arguments)] // one per axum extractor
 pub async fn toggle(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
