@@ -12,6 +12,7 @@ use crate::{backend_tests, postgres_only_tests};
 
 backend_tests!(
     no_request_started_after_a_revocation_succeeds_under_load,
+    revoking_through_the_dashboard_api_under_load_is_immediate,
     with_the_database_gone_cached_tokens_work_and_uncached_ones_get_503_quickly,
 );
 
@@ -55,6 +56,65 @@ async fn no_request_started_after_a_revocation_succeeds_under_load(backend: Back
                 assert_eq!(
                     status, 401,
                     "a request started after the revocation succeeded"
+                );
+            } else if status == 200 {
+                before_ok += 1;
+            }
+        }
+    }
+    assert!(
+        before_ok > 20,
+        "the token worked under load first ({before_ok})"
+    );
+    assert!(
+        after > 20,
+        "requests kept coming after the revocation ({after})"
+    );
+    Arc::try_unwrap(app).ok().unwrap().shutdown().await;
+}
+
+/// The same, end to end: the owner revokes through the browser session's
+/// JSON API while clients hammer whoami; once the DELETE has answered, no
+/// request that starts succeeds.
+async fn revoking_through_the_dashboard_api_under_load_is_immediate(backend: Backend) {
+    let app =
+        Arc::new(TestApp::spawn_with(backend, &[("KEYSMITH_READS_PER_MINUTE", "1000000")]).await);
+    app.signed_in_superuser("ada@example.com").await;
+    let (id, token) = app.create_key("hammered").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut hammers = Vec::new();
+    for _ in 0..4 {
+        let (app, stop, token) = (Arc::clone(&app), Arc::clone(&stop), token.clone());
+        hammers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let status = whoami(&app, &token).await.status().as_u16();
+                seen.push((started, status));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = app
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/user/api-keys/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let revoked = Instant::now();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut before_ok, mut after) = (0, 0);
+    for hammer in hammers {
+        for (started, status) in hammer.await.unwrap() {
+            if started > revoked {
+                after += 1;
+                assert_eq!(
+                    status, 401,
+                    "a request started after the DELETE answered succeeded"
                 );
             } else if status == 200 {
                 before_ok += 1;
