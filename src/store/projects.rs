@@ -1,5 +1,7 @@
 //! An organization's projects, which tokens can be restricted to.
 
+use std::collections::HashMap;
+
 use sqlx::AnyConnection;
 
 use super::{Db, StoreResult, conflict_on_unique};
@@ -47,12 +49,13 @@ pub async fn create(
     Ok(id)
 }
 
-/// The names of the projects each of the owner's tokens is restricted to.
+/// The names of the projects each of the owner's tokens is restricted to,
+/// by token id (a token without a restriction has no entry).
 pub async fn names_by_token(
     db: &Db,
     organization_id: i64,
     user_id: i64,
-) -> StoreResult<Vec<(i64, String)>> {
+) -> StoreResult<HashMap<i64, Vec<String>>> {
     let rows: Vec<(i64, String)> = sqlx::query_as(
         "SELECT tp.token_id, p.name FROM api_token_projects tp \
          JOIN projects p ON p.id = tp.project_id \
@@ -63,5 +66,9 @@ pub async fn names_by_token(
     .bind(user_id)
     .fetch_all(db.pool())
     .await?;
-    Ok(rows)
+    let mut by_token: HashMap<i64, Vec<String>> = HashMap::new();
+    for (token_id, name) in rows {
+        by_token.entry(token_id).or_default().push(name);
+    }
+    Ok(by_token)
 }

@@ -96,6 +96,15 @@ pub async fn delete(db: &Db, session_id: i64) -> StoreResult<()> {
     Ok(())
 }
 
+/// Ends the session whose cookie value hashes to `id_hash`, if any.
+pub async fn delete_by_hash(db: &Db, id_hash: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+        .bind(id_hash)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
 /// Ends every session of a user (e.g. when their membership is disabled).
 pub async fn delete_for_user(conn: &mut AnyConnection, user_id: i64) -> StoreResult<u64> {
     let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1")

@@ -281,10 +281,8 @@ pub async fn use_link(
     if let Some(old) = jar
         .get(session_cookie_name(&state.config))
         .and_then(|c| Secret::parse(c.value()))
-        && let Some(old) =
-            sessions::find_live(&state.db, &old.digest_hex(), now, i64::MAX / 4).await?
     {
-        sessions::delete(&state.db, old.id).await?;
+        sessions::delete_by_hash(&state.db, &old.digest_hex()).await?;
     }
     let next = safe_next(record.redirect_to.as_deref()).unwrap_or_else(|| HOME.into());
     Ok(no_store(

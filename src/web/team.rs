@@ -982,11 +982,7 @@ async fn member_tokens_view(
         oob: false,
     };
     for t in &records {
-        let mine: Vec<String> = names
-            .iter_mut()
-            .filter(|(id, _)| *id == t.id)
-            .map(|(_, n)| std::mem::take(n))
-            .collect();
+        let mine = names.remove(&t.id).unwrap_or_default();
         // Read-only rows: the superuser's Disable and Revoke sit beside them.
         let row = RowView::new(t, mine, now, false);
         if row.live {

@@ -160,11 +160,7 @@ async fn list_view(
     let mut names = projects::names_by_token(&state.db, org, who.user_id).await?;
     let now = state.clock.unix();
     for t in &records {
-        let mine: Vec<String> = names
-            .iter_mut()
-            .filter(|(id, _)| *id == t.id)
-            .map(|(_, n)| std::mem::take(n))
-            .collect();
+        let mine = names.remove(&t.id).unwrap_or_default();
         let row = RowView::new(t, mine, now, true);
         match row.status {
             "enabled" => view.enabled.push(row),

@@ -730,3 +730,41 @@ async fn dev_mailbox_lists_messages_with_their_links() {
     assert!(parsed.body_html(0).unwrap().contains(&mail[0].links[0]));
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn link_requests_are_rate_limited_per_client_ip() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let csrf = app.csrf_with(&app.client, "/signin").await;
+    let ask = |n: usize| {
+        let (client, url, csrf) = (app.client.clone(), app.url("/signin"), csrf.clone());
+        async move {
+            let email = format!("person{n}@example.com");
+            client
+                .post(url)
+                .form(&[("email", email.as_str()), ("csrf_token", csrf.as_str())])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Different addresses, one client: the per-IP budget (30 per 15 minutes).
+    let answers = futures_join_all((0..30).map(ask)).await;
+    assert!(answers.iter().all(|r| r.status() == 200));
+    let r = ask(30).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.text().await.unwrap().contains("Too many sign-in links"));
+    app.shutdown().await;
+}
+
+/// Runs the requests concurrently (each takes the fixed minimum time).
+async fn futures_join_all<F: std::future::Future<Output = reqwest::Response> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<reqwest::Response> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
