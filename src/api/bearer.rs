@@ -86,9 +86,9 @@ pub async fn authenticate(
 ) -> Result<Arc<TokenInfo>, BearerError> {
     let raw = bearer_credentials(headers)?.ok_or(BearerError::Missing)?;
     // The shape and checksum are checked before any lookup.
-    let token = PlainToken::parse(&state.config.token_prefix, raw)
+    let digest = PlainToken::digest_of_presented(&state.config.token_prefix, raw)
         .map_err(|_| BearerError::InvalidToken)?;
-    match state.verifier.verify(&token).await {
+    match state.verifier.verify_digest(digest).await {
         Ok(Verdict::Active(info)) => Ok(info),
         Ok(Verdict::Inactive) => Err(BearerError::InvalidToken),
         Err(Unavailable) => Err(BearerError::Unavailable),
@@ -131,23 +131,41 @@ pub fn require_scopes(info: &TokenInfo, required: &str) -> Result<(), BearerErro
 /// The `RateLimit-Policy` and `RateLimit` fields (IETF httpapi
 /// ratelimit-headers draft) describing `d`.
 pub fn rate_limit_headers(d: &RateDecision) -> [(HeaderName, HeaderValue); 2] {
-    let name = d.class.policy_name();
-    let policy = format!(
-        "\"{name}\";q={};w={}",
-        d.limit,
-        crate::verify::rate_limit::WINDOW_SECS
-    );
-    let current = format!("\"{name}\";r={};t={}", d.remaining, d.reset_secs);
     [
-        (
-            HeaderName::from_static("ratelimit-policy"),
-            HeaderValue::try_from(policy).expect("ASCII digits and a fixed name"),
-        ),
-        (
-            HeaderName::from_static("ratelimit"),
-            HeaderValue::try_from(current).expect("ASCII digits and a fixed name"),
-        ),
+        (RATELIMIT_POLICY, policy_value(d.class, d.limit)),
+        (RATELIMIT, current_value(d)),
     ]
+}
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+fn policy_value(class: RequestClass, limit: u32) -> HeaderValue {
+    let name = class.policy_name();
+    header_value(format_args!(
+        "\"{name}\";q={limit};w={}",
+        crate::verify::rate_limit::WINDOW_SECS
+    ))
+}
+
+fn current_value(d: &RateDecision) -> HeaderValue {
+    let name = d.class.policy_name();
+    header_value(format_args!(
+        "\"{name}\";r={};t={}",
+        d.remaining, d.reset_secs
+    ))
+}
+
+/// Formats a short header value (a fixed name and numbers) on the stack.
+fn header_value(args: std::fmt::Arguments<'_>) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let mut out = &mut buf[..];
+    let written = match out.write_fmt(args) {
+        Ok(()) => 64 - out.len(),
+        Err(_) => 0,
+    };
+    HeaderValue::from_bytes(&buf[..written]).expect("ASCII digits and a fixed name")
 }
 
 /// A `Bearer` challenge with the given parameters (values must not contain

@@ -11,13 +11,16 @@
 //! upstream; 401/403/429 otherwise (429 becomes 403 with
 //! `KEYSMITH_VERIFY_429_AS_403`, for nginx).
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::bearer::{self, BearerError};
 use crate::app::AppState;
+use crate::verify::TokenInfo;
 use crate::verify::rate_limit::RequestClass;
 use crate::web::client_ip::ClientIp;
 
@@ -53,17 +56,18 @@ fn original_path(headers: &HeaderMap) -> &str {
 #[tracing::instrument(name = "verify", skip_all)]
 pub async fn verify(
     State(state): State<AppState>,
-    method: Method,
     ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    params: Result<Query<VerifyParams>, axum::extract::rejection::QueryRejection>,
+    request: Request,
 ) -> Response {
     let rate_limited_status = if state.config.verify_429_as_403 {
         StatusCode::FORBIDDEN
     } else {
         StatusCode::TOO_MANY_REQUESTS
     };
-    match check(&state, &method, ip, &headers, params).await {
+    // The body is not needed (and is not `Sync`, so it cannot be borrowed
+    // across an await).
+    let (parts, _) = request.into_parts();
+    match check(&state, ip, &parts).await {
         Ok(response) => response,
         Err(e) => e.into_response_with(rate_limited_status),
     }
@@ -71,18 +75,17 @@ pub async fn verify(
 
 async fn check(
     state: &AppState,
-    method: &Method,
     ip: std::net::IpAddr,
-    headers: &HeaderMap,
-    params: Result<Query<VerifyParams>, axum::extract::rejection::QueryRejection>,
+    request: &Parts,
 ) -> Result<Response, BearerError> {
-    let Ok(Query(params)) = params else {
+    let Ok(Query(params)) = Query::<VerifyParams>::try_from_uri(&request.uri) else {
         return Err(BearerError::InvalidRequest(
             "The query string is not understood (expected scope=… and/or project=…).",
         ));
     };
+    let headers = &request.headers;
     let info = bearer::authenticate(state, headers).await?;
-    let original_method = original_method(headers, method);
+    let original_method = original_method(headers, &request.method);
     let decision = bearer::rate_limit(state, &info, RequestClass::of_method(original_method))?;
     state
         .verifier
@@ -101,21 +104,57 @@ async fn check(
 
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
-    h.insert("x-keysmith-user", HeaderValue::from(info.user_id));
-    // An email that cannot be a header value (non-ASCII) is left out rather
-    // than mangled.
-    if let Ok(email) = HeaderValue::from_str(&info.email) {
-        h.insert("x-keysmith-email", email);
-    }
-    h.insert("x-keysmith-org", HeaderValue::from(info.organization_id));
-    if let Ok(scopes) = HeaderValue::from_str(&info.scopes_str) {
-        h.insert("x-keysmith-scopes", scopes);
-    }
-    h.insert("x-keysmith-token-id", HeaderValue::from(info.token_id));
+    h.extend(identity_headers(&info));
     h.extend(bearer::rate_limit_headers(&decision));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
+
+/// The headers that tell the upstream who is calling. Their values are
+/// formatted on the token's first forward-auth request and kept, back to
+/// back in one buffer, while it stays cached; each response takes slices.
+fn identity_headers(info: &TokenInfo) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+    let (blob, ends) = info.rendered.identity.get_or_init(|| {
+        let values = [
+            info.user_id.to_string(),
+            info.email.clone(),
+            info.organization_id.to_string(),
+            info.scopes_str.to_string(),
+            info.token_id.to_string(),
+        ];
+        let mut blob = Vec::with_capacity(values.iter().map(String::len).sum());
+        let mut ends = [0u32; 5];
+        for (end, value) in ends.iter_mut().zip(&values) {
+            blob.extend_from_slice(value.as_bytes());
+            *end = u32::try_from(blob.len()).unwrap_or(u32::MAX);
+        }
+        (Bytes::from(blob), ends)
+    });
+    let names = [
+        X_KEYSMITH_USER,
+        X_KEYSMITH_EMAIL,
+        X_KEYSMITH_ORG,
+        X_KEYSMITH_SCOPES,
+        X_KEYSMITH_TOKEN_ID,
+    ];
+    let starts = std::iter::once(0).chain(ends.iter().copied());
+    names
+        .into_iter()
+        .zip(starts.zip(ends.iter().copied()))
+        .filter_map(move |(name, (start, end))| {
+            let value = blob.get(start as usize..end as usize)?;
+            // A value that cannot be a header (an email with control
+            // characters, say) is left out rather than mangled.
+            let value = HeaderValue::from_maybe_shared(blob.slice_ref(value)).ok()?;
+            Some((name, value))
+        })
+}
+
+const X_KEYSMITH_USER: HeaderName = HeaderName::from_static("x-keysmith-user");
+const X_KEYSMITH_EMAIL: HeaderName = HeaderName::from_static("x-keysmith-email");
+const X_KEYSMITH_ORG: HeaderName = HeaderName::from_static("x-keysmith-org");
+const X_KEYSMITH_SCOPES: HeaderName = HeaderName::from_static("x-keysmith-scopes");
+const X_KEYSMITH_TOKEN_ID: HeaderName = HeaderName::from_static("x-keysmith-token-id");
 
 #[cfg(test)]
 mod tests {

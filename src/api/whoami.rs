@@ -1,9 +1,9 @@
 //! `GET /api/v2/whoami`: who a bearer token belongs to and what it may do.
 //! The first call a script or MCP client makes.
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -87,28 +87,42 @@ impl<'a> Whoami<'a> {
     }
 }
 
+/// The JSON body for `info`: serialized on the token's first whoami, then
+/// shared by every later one while the token stays cached.
+fn body(info: &TokenInfo) -> Bytes {
+    info.rendered
+        .whoami
+        .get_or_init(|| {
+            // Serializing plain strings and numbers cannot fail.
+            Bytes::from(serde_json::to_vec(&Whoami::of(info)).unwrap_or_default())
+        })
+        .clone()
+}
+
 #[tracing::instrument(name = "whoami", skip_all)]
 pub async fn whoami(
     State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
     ClientIp(ip): ClientIp,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
-    let info = match bearer::authenticate(&state, &headers).await {
+    let info = match bearer::authenticate(&state, request.headers()).await {
         Ok(info) => info,
         Err(e) => return e.into_response(),
     };
-    let decision = match bearer::rate_limit(&state, &info, RequestClass::of_method(method.as_str()))
-    {
+    let method = request.method().as_str();
+    let decision = match bearer::rate_limit(&state, &info, RequestClass::of_method(method)) {
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
     state
         .verifier
-        .record_use(&info, method.as_str(), uri.path(), ip);
-    let mut response = Json(Whoami::of(&info)).into_response();
+        .record_use(&info, method, request.uri().path(), ip);
+    let mut response = body(&info).into_response();
     let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.extend(bearer::rate_limit_headers(&decision));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response

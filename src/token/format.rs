@@ -167,32 +167,20 @@ impl PlainToken {
     }
 
     /// Checks that `s` is shaped like a token with this prefix.
-    ///
-    /// This runs on every bearer request before any cache or database
-    /// lookup, so it only inspects bytes; the one allocation is the returned
-    /// token. The checksum lets typos and random garbage be refused here.
     pub fn parse(prefix: &TokenPrefix, s: &str) -> Result<PlainToken, TokenFormatError> {
-        let body = s
-            .strip_prefix(prefix.as_str())
-            .and_then(|rest| rest.strip_prefix('_'))
-            .ok_or(TokenFormatError::WrongPrefix)?;
-
-        // Counted in characters, so that one non-ASCII character is reported
-        // as a bad character rather than as a length problem. The byte bound
-        // first keeps huge inputs from being walked.
-        if body.len() > BODY_LEN * 4 || body.chars().count() != BODY_LEN {
-            return Err(TokenFormatError::WrongLength);
-        }
-        if !body.bytes().all(is_base62) {
-            return Err(TokenFormatError::BadCharacter);
-        }
-
-        // Everything is ASCII now, so byte offsets are character offsets.
-        let (covered, checksum) = s.as_bytes().split_at(s.len() - CHECKSUM_LEN);
-        if encode_checksum(crc32fast::hash(covered)) != checksum {
-            return Err(TokenFormatError::BadChecksum);
-        }
+        check_shape(prefix, s)?;
         Ok(PlainToken(s.to_owned()))
+    }
+
+    /// The digest of a presented token (from a request header or form),
+    /// after the same checks as [`PlainToken::parse`]. The bearer hot path
+    /// needs only the digest, so the secret is never copied.
+    pub fn digest_of_presented(
+        prefix: &TokenPrefix,
+        s: &str,
+    ) -> Result<TokenDigest, TokenFormatError> {
+        check_shape(prefix, s)?;
+        Ok(TokenDigest(Sha256::digest(s.as_bytes()).into()))
     }
 
     /// The token itself. Call sites of this method are where the secret
@@ -214,6 +202,34 @@ impl PlainToken {
         let end = self.0.len() - BODY_LEN + DISPLAY_RANDOM_LEN;
         DisplayPrefix(self.0[..end].to_owned())
     }
+}
+
+/// Whether `s` is `<prefix>_<random><checksum>` with a checksum that
+/// matches. This runs on every bearer request before any cache or database
+/// lookup, so it only inspects bytes; the checksum lets typos and random
+/// garbage be refused here.
+fn check_shape(prefix: &TokenPrefix, s: &str) -> Result<(), TokenFormatError> {
+    let body = s
+        .strip_prefix(prefix.as_str())
+        .and_then(|rest| rest.strip_prefix('_'))
+        .ok_or(TokenFormatError::WrongPrefix)?;
+
+    // Counted in characters, so that one non-ASCII character is reported
+    // as a bad character rather than as a length problem. The byte bound
+    // first keeps huge inputs from being walked.
+    if body.len() > BODY_LEN * 4 || body.chars().count() != BODY_LEN {
+        return Err(TokenFormatError::WrongLength);
+    }
+    if !body.bytes().all(is_base62) {
+        return Err(TokenFormatError::BadCharacter);
+    }
+
+    // Everything is ASCII now, so byte offsets are character offsets.
+    let (covered, checksum) = s.as_bytes().split_at(s.len() - CHECKSUM_LEN);
+    if encode_checksum(crc32fast::hash(covered)) != checksum {
+        return Err(TokenFormatError::BadChecksum);
+    }
+    Ok(())
 }
 
 impl fmt::Debug for PlainToken {
@@ -682,6 +698,16 @@ mod tests {
             prop_assert_eq!(
                 PlainToken::parse(&p, &extended).err(),
                 Some(TokenFormatError::WrongLength)
+            );
+        }
+
+        #[test]
+        fn the_presented_digest_agrees_with_parse_then_digest(s in "\\PC{0,60}", real in any::<bool>()) {
+            let p = TokenPrefix::default();
+            let s = if real { PlainToken::generate(&p).expose_secret().to_owned() } else { s };
+            prop_assert_eq!(
+                PlainToken::digest_of_presented(&p, &s),
+                PlainToken::parse(&p, &s).map(|t| t.digest())
             );
         }
 

@@ -22,9 +22,10 @@ pub mod rate_limit;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use sqlx::{Any, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -115,8 +116,24 @@ pub struct TokenInfo {
     pub standing: Standing,
     pub reads_per_minute: u32,
     pub writes_per_minute: u32,
+    /// What the bearer routes answer for this token, built on first use and
+    /// kept while the token stays cached: a cached token's facts do not
+    /// change, so neither does its whoami body or its identity headers.
+    pub rendered: Rendered,
     loaded_at: Instant,
     refreshing: AtomicBool,
+}
+
+/// Responses derived from a [`TokenInfo`], filled in by the handlers that
+/// send them (the verifier does not know their shape). Each is one
+/// allocation, so a cached token stays small.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// The `GET /api/v2/whoami` JSON body.
+    pub whoami: OnceLock<Bytes>,
+    /// The values of the headers `/auth/verify` hands to the upstream, back
+    /// to back in one buffer, and where each ends.
+    pub identity: OnceLock<(Bytes, [u32; 5])>,
 }
 
 impl TokenInfo {
@@ -166,6 +183,7 @@ impl TokenInfo {
                 facts.writes_per_minute,
                 config.rate_limits.writes_per_minute,
             ),
+            rendered: Rendered::default(),
             loaded_at: Instant::now(),
             refreshing: AtomicBool::new(false),
         }
@@ -297,7 +315,14 @@ impl Verifier {
 
     /// Decides whether `token` may be used now.
     pub async fn verify(self: &Arc<Self>, token: &PlainToken) -> Result<Verdict, Unavailable> {
-        let digest = token.digest();
+        self.verify_digest(token.digest()).await
+    }
+
+    /// Decides whether the token with this digest may be used now.
+    pub async fn verify_digest(
+        self: &Arc<Self>,
+        digest: TokenDigest,
+    ) -> Result<Verdict, Unavailable> {
         let trusted = self.listening.load(Ordering::Acquire);
         if let Some(info) = self.known.get(&digest) {
             let age = info.loaded_at.elapsed();
