@@ -18,6 +18,9 @@ fn main() {
         println!("cargo::rerun-if-env-changed={var}");
     }
     println!("cargo::rerun-if-changed=build.rs");
+    // `sqlx::migrate!` embeds the migrations; a new file in these folders
+    // must rebuild the crate, which cargo only knows if told.
+    println!("cargo::rerun-if-changed=migrations");
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
     if ci {
         return;

@@ -5,6 +5,7 @@ use keysmith::auth::secret::Secret;
 use keysmith::auth::signin::issue_signin_link;
 use keysmith::domain::{EmailAddress, OrgName, TokenLabel};
 use keysmith::store::links::{self, LinkKind, LinkState, NewLink};
+use keysmith::store::verification::{LastUse, record_last_used};
 use keysmith::store::{StoreError, orgs, tokens};
 use keysmith::token::{PlainToken, ScopeCatalogue};
 
@@ -21,6 +22,7 @@ backend_tests!(
     parallel_consumers_of_one_link_get_exactly_one_success,
     expired_and_unknown_links_are_told_apart,
     a_new_signin_link_retires_older_ones,
+    last_use_batches_write_every_row_and_never_go_back_in_time,
 );
 
 pub async fn bootstrap(app: &TestApp, email: &str) -> orgs::Bootstrapped {
@@ -392,4 +394,100 @@ async fn sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout() {
         .await
         .unwrap();
     assert!(busy >= 5000, "busy_timeout = {busy}");
+}
+
+async fn last_use_batches_write_every_row_and_never_go_back_in_time(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let b = bootstrap(&app, "ada@example.com").await;
+    let (org, user) = (b.organization.id, b.user.id);
+    // More rows than one statement takes, so the batch spans several.
+    let mut ids = Vec::new();
+    let mut tx = app.db().begin().await.unwrap();
+    for n in 0..2500 {
+        let plain = PlainToken::generate(&app.state.config.token_prefix);
+        let label = TokenLabel::parse(&format!("t{n}")).unwrap();
+        let scopes = ScopeCatalogue::default().parse_set(["read"]).unwrap();
+        ids.push(
+            tokens::create(
+                &mut tx,
+                &tokens::NewToken {
+                    user_id: user,
+                    organization_id: org,
+                    label: &label,
+                    display_prefix: &plain.display_prefix(),
+                    digest: &plain.digest(),
+                    scopes: &scopes,
+                    expires_at: None,
+                    project_ids: &[],
+                    created_ip: None,
+                    created_user_agent: None,
+                },
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    tx.commit().await.unwrap();
+    let odd_path = "/caf\u{e9}/\"quoted\"/back\\slash/\u{1F511}";
+    let batch: Vec<LastUse> = ids
+        .iter()
+        .map(|&id| LastUse {
+            token_id: id,
+            at: 1_000 + id,
+            method: "PATCH".into(),
+            path: if id == ids[7] {
+                odd_path.into()
+            } else {
+                format!("/r/{id}")
+            },
+            ip: "2001:db8::7".into(),
+        })
+        .collect();
+    record_last_used(app.db(), &batch).await.unwrap();
+    for &id in [ids[0], ids[7], ids[1500], ids[2499]].iter() {
+        let t = tokens::find_in_org(app.db(), org, id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.last_used_at, Some(1_000 + id), "token {id}");
+        assert_eq!(t.last_used_method.as_deref(), Some("PATCH"));
+        assert_eq!(t.last_used_ip.as_deref(), Some("2001:db8::7"));
+        let want = if id == ids[7] {
+            odd_path.to_owned()
+        } else {
+            format!("/r/{id}")
+        };
+        assert_eq!(t.last_used_path.as_deref(), Some(want.as_str()));
+    }
+    // Another instance's older use of one token, and a newer use of another.
+    let late = |id: i64, at: i64| LastUse {
+        token_id: id,
+        at,
+        method: "GET".into(),
+        path: "/late".into(),
+        ip: "192.0.2.9".into(),
+    };
+    record_last_used(app.db(), &[late(ids[0], 5), late(ids[1], 1_000_000)])
+        .await
+        .unwrap();
+    let kept = tokens::find_in_org(app.db(), org, ids[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (kept.last_used_at, kept.last_used_path.as_deref()),
+        (
+            Some(1_000 + ids[0]),
+            Some("/r/".to_owned() + &ids[0].to_string()).as_deref()
+        )
+    );
+    let moved = tokens::find_in_org(app.db(), org, ids[1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (moved.last_used_at, moved.last_used_path.as_deref()),
+        (Some(1_000_000), Some("/late"))
+    );
+    app.shutdown().await;
 }
