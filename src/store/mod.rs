@@ -122,9 +122,11 @@ impl Db {
             DatabaseUrl::Sqlite(_) => Backend::Sqlite,
             DatabaseUrl::Postgres(_) => Backend::Postgres,
         };
-        // One writer at a time anyway; more SQLite connections only cost memory.
+        // One writer at a time anyway, and the hot path reads from memory:
+        // more SQLite connections only cost memory (each has its own page
+        // cache, and its own thread and so its own malloc arena).
         let max_connections = match backend {
-            Backend::Sqlite => settings.max_connections.min(8),
+            Backend::Sqlite => settings.max_connections.min(4),
             Backend::Postgres => settings.max_connections,
         };
         let mut options = AnyPoolOptions::new()
