@@ -19,7 +19,7 @@ SAMPLE="${SAMPLE:-10000}"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
-ROUNDS="${ROUNDS:-2}"
+ROUNDS="${ROUNDS:-3}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
 PG_ADMIN="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PORT="${PORT:-39391}"
@@ -45,20 +45,63 @@ hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 # CPU time (user + system, in clock ticks) the server has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
+# CPU time of every PostgreSQL process on this machine (0 when none runs):
+# on PostgreSQL the database's share of the work shares the same cores.
+db_ticks() {
+    local total=0 pid
+    for pid in $(pgrep -x postgres || true); do
+        total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+    done
+    echo "$total"
+}
+
+# per_request TICKS REQUESTS: microseconds per request, one decimal.
+per_request() { echo "$1 $2 $TICK_US" | awk '{ printf "%.1f", $1 * $3 / $2 }'; }
 
 # load NAME PATH TOKENS_FILE: one bounded wrk run; prints its RESULT line
 # plus the server's CPU time per request (robust to a busy neighbour, which
 # throughput and latency are not).
 load() {
     local name="$1" path="$2" tokens="$3"
-    local line before after requests
+    local line before after requests db_before db_after
     before=$(cpu_ticks "$server_pid")
+    db_before=$(db_ticks)
     line=$(BENCH_PATH="$path" TOKENS="$tokens" timeout 60 \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${LOAD_DURATION:-$DURATION}" --timeout 5s -s bench/wrk.lua \
         "http://127.0.0.1:$PORT" | grep '^RESULT')
     after=$(cpu_ticks "$server_pid")
+    db_after=$(db_ticks)
     requests=$(echo "$line" | sed 's/.*requests=\([0-9]*\).*/\1/')
-    echo "$name $line server_cpu_us_per_req=$(( (after - before) * TICK_US / (requests > 0 ? requests : 1) )).$(( (after - before) * TICK_US * 10 / (requests > 0 ? requests : 1) % 10 )) load=$(cut -d' ' -f1 /proc/loadavg)"
+    [ "$requests" -gt 0 ] || requests=1
+    echo "$name $line server_cpu_us_per_req=$(per_request $(( after - before )) "$requests") db_cpu_us_per_req=$(per_request $(( db_after - db_before )) "$requests") load=$(cut -d' ' -f1 /proc/loadavg)"
+}
+
+# summarize BACKEND FILE: the median of the rounds for each route, and each
+# bearer route against /healthz (throughput ratio, p99 ratio).
+summarize() {
+    awk -v backend="$1" '
+        function median(list,   n, a, i, j, t) {
+            n = split(list, a, " ")
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        {
+            split($1, name, "#"); r = name[1]
+            for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+            rps[r] = rps[r] " " v["rps"]; p50[r] = p50[r] " " v["p50_us"]; p99[r] = p99[r] " " v["p99_us"]
+            cpu[r] = cpu[r] " " v["server_cpu_us_per_req"]; db[r] = db[r] " " v["db_cpu_us_per_req"]
+        }
+        END {
+            printf "   %s, median of the rounds:\n", backend
+            printf "   %-8s %9s %10s %9s %9s %8s %10s %10s\n", "route", "req/s", "vs healthz", "p50 ms", "p99 ms", "p99 x", "cpu us/req", "db us/req"
+            h = median(rps["healthz"]); hp = median(p99["healthz"])
+            split("healthz whoami verify", routes, " ")
+            for (k = 1; k <= 3; k++) {
+                r = routes[k]
+                printf "   %-8s %9d %9.0f%% %9.2f %9.2f %8.2f %10.1f %10.1f\n", r, median(rps[r]), 100 * median(rps[r]) / h,
+                    median(p50[r]) / 1000, median(p99[r]) / 1000, median(p99[r]) / hp, median(cpu[r]), median(db[r])
+            }
+        }' "$2"
 }
 
 for backend in $BACKENDS; do
@@ -96,11 +139,13 @@ for backend in $BACKENDS; do
     # Rounds interleave the routes, so a neighbour's load on the machine
     # affects all of them alike.
     for round in $(seq 1 "$ROUNDS"); do
-        load "healthz#$round" /healthz "$work/tokens.txt"
-        load "whoami#$round" /api/v2/whoami "$work/tokens.txt"
-        load "verify#$round" /auth/verify "$work/tokens.txt"
+        load "healthz#$round" /healthz "$work/tokens.txt" | tee -a "$work/results.txt"
+        load "whoami#$round" /api/v2/whoami "$work/tokens.txt" | tee -a "$work/results.txt"
+        load "verify#$round" /auth/verify "$work/tokens.txt" | tee -a "$work/results.txt"
     done
     echo "   server RSS after the runs: $(( $(rss_kb "$server_pid") / 1024 )) MB (peak $(( $(hwm_kb "$server_pid") / 1024 )) MB)"
+    summarize "$backend" "$work/results.txt"
+    rm -f "$work/results.txt"
 
     kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
     if [ "$backend" = postgres ]; then
