@@ -5,8 +5,9 @@
 # 100,000 tokens in the store. Requests rotate through SAMPLE of those tokens.
 # Everything runs on 127.0.0.1 and every load run is bounded in time.
 #
-#   bench/run.sh                      # both backends
+#   bench/run.sh                      # both backends, five rounds
 #   BACKENDS=sqlite bench/run.sh      # one
+#   ROUNDS=3 DURATION=5s bench/run.sh # shorter
 #
 # Needs wrk (apt-get install -y wrk); PostgreSQL at BENCH_POSTGRES_URL
 # (default postgres://postgres@127.0.0.1:5432/postgres), where it creates and
@@ -19,7 +20,7 @@ SAMPLE="${SAMPLE:-10000}"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
 PG_ADMIN="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PORT="${PORT:-39391}"
@@ -136,12 +137,16 @@ for backend in $BACKENDS; do
     printf '   warm-up: %s tokens verified once in %.1f s\n' "$(wc -l <"$work/tokens.txt")" "$(echo "$(date +%s.%N) - $started" | bc)"
     LOAD_DURATION=3s load warmup-healthz /healthz "$work/tokens.txt" >/dev/null
 
-    # Rounds interleave the routes, so a neighbour's load on the machine
-    # affects all of them alike.
+    # Rounds interleave the routes, each round starting one route later,
+    # so a neighbour's load on the machine, and whatever a route leaves
+    # behind for the next (the last-use batch it queued), falls on all of
+    # them alike.
+    routes=("healthz /healthz" "whoami /api/v2/whoami" "verify /auth/verify")
     for round in $(seq 1 "$ROUNDS"); do
-        load "healthz#$round" /healthz "$work/tokens.txt" | tee -a "$work/results.txt"
-        load "whoami#$round" /api/v2/whoami "$work/tokens.txt" | tee -a "$work/results.txt"
-        load "verify#$round" /auth/verify "$work/tokens.txt" | tee -a "$work/results.txt"
+        for k in 0 1 2; do
+            read -r name path <<<"${routes[$(( (round - 1 + k) % 3 ))]}"
+            load "$name#$round" "$path" "$work/tokens.txt" | tee -a "$work/results.txt"
+        done
     done
     echo "   server RSS after the runs: $(( $(rss_kb "$server_pid") / 1024 )) MB (peak $(( $(hwm_kb "$server_pid") / 1024 )) MB)"
     summarize "$backend" "$work/results.txt"

@@ -119,6 +119,8 @@ pub async fn whoami(
         .record_use(&info, method, request.uri().path(), ip);
     let mut response = body(&info).into_response();
     let h = response.headers_mut();
+    // Room for these and the security headers added on the way out.
+    h.reserve(12);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -12,7 +12,7 @@ use crate::token::TokenDigest;
 
 /// A token as verification sees it. Nothing here is decided yet: the
 /// verifier applies the rules (and the clock) to these facts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenFacts {
     pub token_id: i64,
     pub user_id: i64,
@@ -39,7 +39,7 @@ pub struct TokenFacts {
     pub projects: Vec<(i64, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MembershipFacts {
     pub role: String,
     pub can_manage_tokens: bool,

@@ -1,10 +1,9 @@
 //! "Last used" without a database write per request: each verified request
-//! overwrites its token's entry in memory, and a background task writes the
-//! entries in one batch every two seconds (and once more at shutdown).
+//! overwrites its token's pending use in memory (in [`super::usage`]), and
+//! a background task writes every pending use in one batch every two
+//! seconds (and once more at shutdown).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use crate::store::verification::LastUse;
 
@@ -12,102 +11,63 @@ use crate::store::verification::LastUse;
 const MAX_PATH: usize = 512;
 const MAX_METHOD: usize = 16;
 
+/// A token's latest use that is not written yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Pending {
+pub(super) struct Pending {
     at: i64,
     method: String,
     path: String,
     ip: IpAddr,
 }
 
-/// Split by token id so concurrent requests rarely share a lock.
-const SHARDS: usize = 16;
-
-pub struct LastUsedBuffer {
-    shards: Box<[Mutex<HashMap<i64, Pending>>]>,
-}
-
-impl Default for LastUsedBuffer {
-    fn default() -> Self {
-        LastUsedBuffer {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl LastUsedBuffer {
-    fn shard(&self, token_id: i64) -> &Mutex<HashMap<i64, Pending>> {
-        &self.shards[token_id.rem_euclid(SHARDS as i64) as usize]
-    }
-
-    /// Remembers this use of the token, replacing an earlier one. `path`
-    /// must already be without its query string.
-    pub fn record(&self, token_id: i64, at: i64, method: &str, path: &str, ip: IpAddr) {
+impl Pending {
+    /// Records this use in `slot`, replacing an earlier one. `path` must
+    /// already be without its query string.
+    pub(super) fn record(
+        slot: &mut Option<Pending>,
+        at: i64,
+        method: &str,
+        path: &str,
+        ip: IpAddr,
+    ) {
         let method = truncate(method, MAX_METHOD);
         let path = truncate(path, MAX_PATH);
-        let mut pending = lock(self.shard(token_id));
-        match pending.get_mut(&token_id) {
+        match slot {
             // The common case, a client repeating itself: no allocation.
             Some(p) if p.method == method && p.path == path => {
                 p.at = p.at.max(at);
                 p.ip = ip;
             }
             _ => {
-                pending.insert(
-                    token_id,
-                    Pending {
-                        at,
-                        method: method.to_owned(),
-                        path: path.to_owned(),
-                        ip,
-                    },
-                );
+                *slot = Some(Pending {
+                    at,
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    ip,
+                });
             }
         }
     }
 
-    /// Everything recorded since the last call.
-    pub fn take(&self) -> Vec<LastUse> {
-        let mut batch = Vec::new();
-        for shard in self.shards.iter() {
-            let drained = std::mem::take(&mut *lock(shard));
-            batch.extend(drained.into_iter().map(|(token_id, p)| LastUse {
-                token_id,
-                at: p.at,
-                method: p.method,
-                path: p.path,
-                ip: p.ip.to_string(),
-            }));
-        }
-        batch
-    }
-
-    /// Puts back a batch that could not be written, unless a newer use of
-    /// the same token arrived meanwhile.
-    pub fn restore(&self, uses: Vec<LastUse>) {
-        for u in uses {
-            let Ok(ip) = u.ip.parse() else { continue };
-            lock(self.shard(u.token_id))
-                .entry(u.token_id)
-                .or_insert(Pending {
-                    at: u.at,
-                    method: u.method,
-                    path: u.path,
-                    ip,
-                });
+    pub(super) fn into_last_use(self, token_id: i64) -> LastUse {
+        LastUse {
+            token_id,
+            at: self.at,
+            method: self.method,
+            path: self.path,
+            ip: self.ip.to_string(),
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// A use that could not be written, to be tried again; `None` if its
+    /// address does not read back.
+    pub(super) fn from_last_use(u: LastUse) -> Option<Pending> {
+        Some(Pending {
+            at: u.at,
+            ip: u.ip.parse().ok()?,
+            method: u.method,
+            path: u.path,
+        })
     }
 }
 
@@ -127,39 +87,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn later_uses_replace_earlier_ones_and_take_empties() {
-        let buf = LastUsedBuffer::default();
+    fn a_later_use_replaces_an_earlier_one() {
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        buf.record(1, 100, "GET", "/a", ip);
-        buf.record(1, 101, "POST", "/b", ip);
-        buf.record(2, 100, "GET", "/c", ip);
-        let mut batch = buf.take();
-        batch.sort_by_key(|u| u.token_id);
-        assert_eq!(batch.len(), 2);
+        let mut slot = None;
+        Pending::record(&mut slot, 100, "GET", "/a", ip);
+        Pending::record(&mut slot, 101, "POST", "/b", ip);
+        let u = slot.take().unwrap().into_last_use(1);
         assert_eq!(
-            (
-                batch[0].at,
-                batch[0].method.as_str(),
-                batch[0].path.as_str()
-            ),
+            (u.at, u.method.as_str(), u.path.as_str()),
             (101, "POST", "/b")
         );
-        assert!(buf.is_empty());
-        // A failed batch comes back, but never over a newer use.
-        buf.record(2, 200, "DELETE", "/d", ip);
-        buf.restore(batch);
-        let mut again = buf.take();
-        again.sort_by_key(|u| u.token_id);
-        assert_eq!(again[0].at, 101);
-        assert_eq!((again[1].at, again[1].method.as_str()), (200, "DELETE"));
+        // The same request again only moves the time (never backwards).
+        Pending::record(&mut slot, 200, "GET", "/c", ip);
+        Pending::record(&mut slot, 150, "GET", "/c", "::1".parse().unwrap());
+        let u = slot.unwrap().into_last_use(1);
+        assert_eq!((u.at, u.ip.as_str()), (200, "::1"));
     }
 
     #[test]
     fn long_paths_are_cut_on_a_character_boundary() {
-        let buf = LastUsedBuffer::default();
         let path = format!("/{}", "é".repeat(400));
-        buf.record(1, 1, "GET", &path, "::1".parse().unwrap());
-        let u = buf.take().remove(0);
+        let mut slot = None;
+        Pending::record(&mut slot, 1, "GET", &path, "::1".parse().unwrap());
+        let u = slot.unwrap().into_last_use(1);
         assert!(u.path.len() <= MAX_PATH && path.starts_with(&u.path));
+    }
+
+    #[test]
+    fn a_use_survives_the_round_trip_through_a_failed_write() {
+        let mut slot = None;
+        Pending::record(&mut slot, 5, "PUT", "/x", "2001:db8::1".parse().unwrap());
+        let p = slot.unwrap();
+        assert_eq!(Pending::from_last_use(p.clone().into_last_use(9)), Some(p));
     }
 }

@@ -7,6 +7,8 @@
 //!   cannot push real tokens out).
 //! - [`rate_limit`]: per-token read and write budgets.
 //! - [`last_used`]: "last used" coalesced in memory, flushed in batches.
+//! - [`usage`]: both of those for one token, in one entry its cached
+//!   answer points at.
 //! - [`listener`]: on PostgreSQL, `LISTEN keysmith_invalidate`, so a change
 //!   made on another instance reaches this one's cache.
 //!
@@ -18,6 +20,7 @@ mod cache;
 pub mod last_used;
 mod listener;
 pub mod rate_limit;
+mod usage;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -37,8 +40,8 @@ use crate::store::verification::{self, TokenFacts};
 use crate::store::{Backend, Db, StoreError, StoreResult};
 use crate::token::{PlainToken, ScopeSet, TokenDigest};
 use cache::DigestCache;
-use last_used::LastUsedBuffer;
-use rate_limit::{RateDecision, RateLimiter, RequestClass};
+use rate_limit::{RateDecision, RequestClass};
+use usage::{TokenUsage, UsageTable};
 
 /// Most tokens kept in memory. A cached token takes about 0.5 KB (its scope
 /// set is shared), so the cache stays under about 25 MB even when full; a
@@ -46,9 +49,15 @@ use rate_limit::{RateDecision, RateLimiter, RequestClass};
 const KNOWN_CAPACITY: usize = 50_000;
 /// Most unknown digests remembered.
 const UNKNOWN_CAPACITY: usize = 20_000;
-/// A cached answer older than this is re-read in the background (a safety
-/// net for changes made behind Keysmith's back, e.g. by hand in SQL).
-const REFRESH_AFTER: Duration = Duration::from_secs(60);
+/// A cached answer older than this is re-read in the background: a safety
+/// net for changes made behind Keysmith's back (by hand in SQL, say), since
+/// every change Keysmith makes invalidates the cache at once.
+const REFRESH_AFTER: Duration = Duration::from_secs(300);
+/// Each token waits up to this much longer, by its digest, so tokens cached
+/// together (after a start or a cache clear) are not all re-read together.
+const REFRESH_SPREAD: Duration = Duration::from_secs(150);
+/// An unknown digest is looked up again after this long.
+const FORGET_UNKNOWN_AFTER: Duration = Duration::from_secs(60);
 /// A token that is dead for a reason that can be undone (disabled token or
 /// member, withdrawn permission) is re-read at most this long after caching.
 const REVIVABLE_REFRESH_AFTER: Duration = Duration::from_secs(2);
@@ -120,7 +129,17 @@ pub struct TokenInfo {
     /// kept while the token stays cached: a cached token's facts do not
     /// change, so neither does its whoami body or its identity headers.
     pub rendered: Rendered,
-    loaded_at: Instant,
+    /// The token's rate-limit windows and pending last use.
+    usage: Arc<TokenUsage>,
+    /// A hash of the facts this was built from: a re-read that finds the
+    /// same facts keeps this entry (and what it rendered) instead of
+    /// replacing it.
+    facts_hash: u64,
+    /// When the facts were last read, in milliseconds since the verifier's
+    /// epoch; moved forward by a re-read that finds them unchanged.
+    read_at_ms: AtomicU64,
+    /// How old the facts may get before a background re-read.
+    refresh_after_ms: u64,
     refreshing: AtomicBool,
 }
 
@@ -137,7 +156,18 @@ pub struct Rendered {
 }
 
 impl TokenInfo {
-    fn from_facts(facts: TokenFacts, config: &Config, interner: &ScopeInterner) -> TokenInfo {
+    fn from_facts(
+        facts: TokenFacts,
+        digest: &TokenDigest,
+        read_at_ms: u64,
+        usage: Arc<TokenUsage>,
+        config: &Config,
+        interner: &ScopeInterner,
+    ) -> TokenInfo {
+        let facts_hash = hash_facts(&facts);
+        // The digest is uniformly random: its second byte spreads tokens
+        // over the spread window (its first picks the cache shard).
+        let spread = REFRESH_SPREAD.as_millis() as u64 * u64::from(digest.as_bytes()[1]) / 256;
         let standing = if facts.revoked_at.is_some() {
             Standing::Revoked
         } else if facts.disabled_at.is_some() {
@@ -184,7 +214,10 @@ impl TokenInfo {
                 config.rate_limits.writes_per_minute,
             ),
             rendered: Rendered::default(),
-            loaded_at: Instant::now(),
+            usage,
+            facts_hash,
+            read_at_ms: AtomicU64::new(read_at_ms),
+            refresh_after_ms: REFRESH_AFTER.as_millis() as u64 + spread,
             refreshing: AtomicBool::new(false),
         }
     }
@@ -207,6 +240,13 @@ impl TokenInfo {
             RequestClass::Write => self.writes_per_minute,
         }
     }
+}
+
+fn hash_facts(facts: &TokenFacts) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    facts.hash(&mut h);
+    h.finish()
 }
 
 /// Effective scope sets, shared between cached tokens: most tokens carry one
@@ -285,8 +325,7 @@ pub struct Verifier {
     /// Milliseconds since `epoch` until which the database counts as down.
     down_until_ms: AtomicU64,
     epoch: Instant,
-    limiter: RateLimiter,
-    last_used: LastUsedBuffer,
+    usage: UsageTable,
     scope_sets: ScopeInterner,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -305,8 +344,7 @@ impl Verifier {
             generation: AtomicU64::new(0),
             down_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            limiter: RateLimiter::default(),
-            last_used: LastUsedBuffer::default(),
+            usage: UsageTable::default(),
             scope_sets: ScopeInterner::default(),
             stop,
             tasks: Mutex::new(Vec::new()),
@@ -325,14 +363,18 @@ impl Verifier {
     ) -> Result<Verdict, Unavailable> {
         let trusted = self.listening.load(Ordering::Acquire);
         if let Some(info) = self.known.get(&digest) {
-            let age = info.loaded_at.elapsed();
-            let must_reread =
-                !trusted || (info.standing.revivable() && age >= REVIVABLE_REFRESH_AFTER);
+            let age_ms = self
+                .millis_since_epoch()
+                .saturating_sub(info.read_at_ms.load(Ordering::Acquire));
+            let must_reread = !trusted
+                || (info.standing.revivable()
+                    && age_ms >= REVIVABLE_REFRESH_AFTER.as_millis() as u64);
             if !must_reread {
-                if age >= REFRESH_AFTER && !info.refreshing.swap(true, Ordering::AcqRel) {
+                if age_ms >= info.refresh_after_ms && !info.refreshing.swap(true, Ordering::AcqRel)
+                {
                     let (this, stale) = (Arc::clone(self), Arc::clone(&info));
                     tokio::spawn(async move {
-                        if this.load(digest).await.is_err() {
+                        if this.load(digest, Some(&stale)).await.is_err() {
                             // Try again on a later request.
                             stale.refreshing.store(false, Ordering::Release);
                         }
@@ -340,7 +382,7 @@ impl Verifier {
                 }
                 return Ok(self.verdict(info));
             }
-            return match self.load(digest).await {
+            return match self.load(digest, Some(&info)).await {
                 Ok(verdict) => Ok(verdict),
                 // The database is out of reach: the last known answer is
                 // better than none, and it was right when it was read.
@@ -348,11 +390,11 @@ impl Verifier {
             };
         }
         if let Some(seen) = self.unknown.get(&digest)
-            && seen.elapsed() < REFRESH_AFTER
+            && seen.elapsed() < FORGET_UNKNOWN_AFTER
         {
             return Ok(Verdict::Inactive);
         }
-        self.load(digest).await
+        self.load(digest, None).await
     }
 
     fn verdict(&self, info: Arc<TokenInfo>) -> Verdict {
@@ -363,8 +405,14 @@ impl Verifier {
         }
     }
 
-    /// Reads the token from the database and caches the answer.
-    async fn load(&self, digest: TokenDigest) -> Result<Verdict, Unavailable> {
+    /// Reads the token from the database and caches the answer. `cached` is
+    /// the entry being re-read, if any: when the facts have not changed it
+    /// stays, marked as read now.
+    async fn load(
+        &self,
+        digest: TokenDigest,
+        cached: Option<&Arc<TokenInfo>>,
+    ) -> Result<Verdict, Unavailable> {
         let now_ms = self.millis_since_epoch();
         if now_ms < self.down_until_ms.load(Ordering::Acquire) {
             return Err(Unavailable);
@@ -377,7 +425,24 @@ impl Verifier {
         .await;
         match read {
             Ok(Ok(Some(facts))) => {
-                let info = Arc::new(TokenInfo::from_facts(facts, &self.config, &self.scope_sets));
+                if let Some(cached) = cached
+                    && cached.facts_hash == hash_facts(&facts)
+                {
+                    // Unchanged. If an invalidation removed the entry
+                    // meanwhile, this touches a value no longer in the cache.
+                    cached.read_at_ms.store(now_ms, Ordering::Release);
+                    cached.refreshing.store(false, Ordering::Release);
+                    return Ok(self.verdict(Arc::clone(cached)));
+                }
+                let usage = self.usage.for_token(facts.token_id);
+                let info = Arc::new(TokenInfo::from_facts(
+                    facts,
+                    &digest,
+                    now_ms,
+                    usage,
+                    &self.config,
+                    &self.scope_sets,
+                ));
                 self.known
                     .insert_if_current(digest, Arc::clone(&info), &self.generation, seen);
                 self.unknown.remove(&digest);
@@ -452,26 +517,24 @@ impl Verifier {
     pub fn check_rate(&self, token: &TokenInfo, class: RequestClass) -> RateDecision {
         let now = self.clock.now();
         let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-        self.limiter
-            .check(token.token_id, class, token.limit_for(class), now_ms)
+        token.usage.check(class, token.limit_for(class), now_ms)
     }
 
     /// Remembers this use of `token` for the next "last used" flush. `path`
     /// must not contain the query string.
     pub fn record_use(&self, token: &TokenInfo, method: &str, path: &str, ip: IpAddr) {
-        self.last_used
-            .record(token.token_id, self.clock.unix(), method, path, ip);
+        token.usage.record(self.clock.unix(), method, path, ip);
     }
 
     /// Writes the pending "last used" entries now. On failure they are kept
     /// for the next attempt.
     pub async fn flush_last_used(&self) -> StoreResult<()> {
-        let batch = self.last_used.take();
+        let batch = self.usage.take_pending();
         if batch.is_empty() {
             return Ok(());
         }
         if let Err(e) = verification::record_last_used(&self.db, &batch).await {
-            self.last_used.restore(batch);
+            self.usage.restore(batch);
             return Err(e);
         }
         Ok(())
@@ -510,7 +573,7 @@ impl Verifier {
             let _ = task.await;
         }
         if let Err(e) = self.flush_last_used().await {
-            tracing::warn!(error = %e, pending = self.last_used.len(), "could not record last use of tokens at shutdown");
+            tracing::warn!(error = %e, pending = self.usage.pending(), "could not record last use of tokens at shutdown");
         }
     }
 
@@ -532,7 +595,7 @@ async fn flusher(verifier: Arc<Verifier>, mut stop: watch::Receiver<bool>) {
         }
         let now_ms = i64::try_from(verifier.clock.now().unix_timestamp_nanos() / 1_000_000)
             .unwrap_or(i64::MAX);
-        verifier.limiter.prune(now_ms);
+        verifier.usage.prune(now_ms);
     }
 }
 
@@ -569,6 +632,53 @@ mod tests {
             "/dev/null".to_string(),
         )]);
         Config::from_vars(&vars).unwrap()
+    }
+
+    fn facts() -> TokenFacts {
+        TokenFacts {
+            token_id: 7,
+            user_id: 3,
+            email: "ada@example.com".into(),
+            organization_id: 1,
+            organization_name: "Acme".into(),
+            label: "ci".into(),
+            display_prefix: "ks_abcdefgh".into(),
+            scopes: "write".into(),
+            created_at: 1_700_000_000,
+            expires_at: None,
+            disabled_at: None,
+            revoked_at: None,
+            membership: Some(verification::MembershipFacts {
+                role: "member".into(),
+                can_manage_tokens: true,
+                disabled: false,
+            }),
+            reads_per_minute: None,
+            writes_per_minute: None,
+            allowed_scopes: None,
+            projects: vec![],
+        }
+    }
+
+    #[test]
+    fn a_reread_tells_changed_facts_from_unchanged_ones() {
+        let same = hash_facts(&facts());
+        assert_eq!(hash_facts(&facts()), same);
+        let changes: [fn(&mut TokenFacts); 8] = [
+            |f| f.revoked_at = Some(1),
+            |f| f.disabled_at = Some(1),
+            |f| f.expires_at = Some(1),
+            |f| f.scopes = "read".into(),
+            |f| f.membership = None,
+            |f| f.membership.as_mut().unwrap().can_manage_tokens = false,
+            |f| f.allowed_scopes = Some("read".into()),
+            |f| f.projects.push((1, "web".into())),
+        ];
+        for (n, change) in changes.iter().enumerate() {
+            let mut f = facts();
+            change(&mut f);
+            assert_ne!(hash_facts(&f), same, "change {n}");
+        }
     }
 
     #[test]
