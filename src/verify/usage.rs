@@ -53,9 +53,12 @@ impl TokenUsage {
     }
 }
 
+/// One shard of the table: token id → its usage.
+type Shard = Mutex<HashMap<i64, Arc<TokenUsage>>>;
+
 /// Every token's [`TokenUsage`], by token id.
 pub struct UsageTable {
-    shards: Box<[Mutex<HashMap<i64, Arc<TokenUsage>>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Default for UsageTable {
@@ -67,7 +70,7 @@ impl Default for UsageTable {
 }
 
 impl UsageTable {
-    fn shard(&self, token_id: i64) -> &Mutex<HashMap<i64, Arc<TokenUsage>>> {
+    fn shard(&self, token_id: i64) -> &Shard {
         &self.shards[token_id.rem_euclid(SHARDS as i64) as usize]
     }
 

@@ -402,32 +402,14 @@ async fn last_use_batches_write_every_row_and_never_go_back_in_time(backend: Bac
     let (org, user) = (b.organization.id, b.user.id);
     // More rows than one statement takes, so the batch spans several.
     let mut ids = Vec::new();
-    let mut tx = app.db().begin().await.unwrap();
     for n in 0..2500 {
-        let plain = PlainToken::generate(&app.state.config.token_prefix);
-        let label = TokenLabel::parse(&format!("t{n}")).unwrap();
-        let scopes = ScopeCatalogue::default().parse_set(["read"]).unwrap();
         ids.push(
-            tokens::create(
-                &mut tx,
-                &tokens::NewToken {
-                    user_id: user,
-                    organization_id: org,
-                    label: &label,
-                    display_prefix: &plain.display_prefix(),
-                    digest: &plain.digest(),
-                    scopes: &scopes,
-                    expires_at: None,
-                    project_ids: &[],
-                    created_ip: None,
-                    created_user_agent: None,
-                },
-            )
-            .await
-            .unwrap(),
+            create_token(&app, user, org, &format!("t{n}"))
+                .await
+                .unwrap()
+                .0,
         );
     }
-    tx.commit().await.unwrap();
     let odd_path = "/caf\u{e9}/\"quoted\"/back\\slash/\u{1F511}";
     let batch: Vec<LastUse> = ids
         .iter()
