@@ -374,10 +374,12 @@ impl Verifier {
                 {
                     let (this, stale) = (Arc::clone(self), Arc::clone(&info));
                     tokio::spawn(async move {
-                        if this.load(digest, Some(&stale)).await.is_err() {
-                            // Try again on a later request.
-                            stale.refreshing.store(false, Ordering::Release);
-                        }
+                        let _ = this.load(digest, Some(&stale)).await;
+                        // Whatever the outcome: after a failed read, or a
+                        // new answer an invalidation kept out of the cache,
+                        // this entry may be cached still and must be re-read
+                        // again later.
+                        stale.refreshing.store(false, Ordering::Release);
                     });
                 }
                 return Ok(self.verdict(info));
