@@ -112,10 +112,11 @@ pub async fn introspect(
             );
         }
     };
-    let Ok(token) = PlainToken::parse(&state.config.token_prefix, token.trim()) else {
+    let Ok(digest) = PlainToken::digest_of_presented(&state.config.token_prefix, token.trim())
+    else {
         return answer(json!({ "active": false }));
     };
-    let info = match state.verifier.verify(&token).await {
+    let info = match state.verifier.verify_digest(digest).await {
         Ok(Verdict::Active(info)) => info,
         Ok(Verdict::Inactive) => return answer(json!({ "active": false })),
         Err(Unavailable) => {

@@ -17,7 +17,7 @@
 //! [`commit_and_invalidate`] does both for a write transaction.
 
 mod cache;
-pub mod last_used;
+mod last_used;
 mod listener;
 pub mod rate_limit;
 mod usage;
@@ -38,14 +38,15 @@ use crate::config::Config;
 use crate::store::invalidation::{self, Invalidation};
 use crate::store::verification::{self, TokenFacts};
 use crate::store::{Backend, Db, StoreError, StoreResult};
-use crate::token::{PlainToken, ScopeSet, TokenDigest};
+use crate::token::{ScopeSet, TokenDigest};
 use cache::DigestCache;
 use rate_limit::{RateDecision, RequestClass};
 use usage::{TokenUsage, UsageTable};
 
-/// Most tokens kept in memory. A cached token takes about 0.5 KB (its scope
-/// set is shared), so the cache stays under about 25 MB even when full; a
-/// deployment's active tokens are usually far fewer.
+/// Most tokens kept in memory. A cached token takes about 1 KB with its
+/// rendered responses and usage entry (its scope set is shared), so the
+/// cache stays under about 50 MB even when full; a deployment's active
+/// tokens are usually far fewer.
 const KNOWN_CAPACITY: usize = 50_000;
 /// Most unknown digests remembered.
 const UNKNOWN_CAPACITY: usize = 20_000;
@@ -349,11 +350,6 @@ impl Verifier {
             stop,
             tasks: Mutex::new(Vec::new()),
         }
-    }
-
-    /// Decides whether `token` may be used now.
-    pub async fn verify(self: &Arc<Self>, token: &PlainToken) -> Result<Verdict, Unavailable> {
-        self.verify_digest(token.digest()).await
     }
 
     /// Decides whether the token with this digest may be used now.

@@ -5,13 +5,14 @@ use keysmith::store::{orgs, projects};
 
 use super::{client_for, member_with_token, superuser, team_post, text};
 use crate::backend_tests;
-use crate::bearer::{verify, wait_until_listening};
+use crate::bearer::{verify, wait_until_listening, whoami};
 use crate::harness::{Backend, TestApp};
 
 backend_tests!(
     lifetime_and_scope_caps_refuse_creation_with_the_policy_message,
     bad_policy_values_get_a_message_each_and_are_kept,
     a_rate_limit_change_applies_on_the_next_request,
+    a_scope_cap_narrows_whoami_and_forward_auth_on_the_next_request,
     projects_are_added_renamed_and_archived,
 );
 
@@ -169,6 +170,32 @@ async fn a_rate_limit_change_applies_on_the_next_request(backend: Backend) {
         200,
         "reads still fine"
     );
+    app.shutdown().await;
+}
+
+/// What whoami and forward auth answer is built once per cached token; a
+/// policy change must replace it, not leave the old answer in place.
+async fn a_scope_cap_narrows_whoami_and_forward_auth_on_the_next_request(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = superuser(&app).await;
+    let (_, token) = member_with_token(&app, &org, "bob@example.com", "ci").await;
+    wait_until_listening(&app).await;
+    let scopes = |body: serde_json::Value| body["token"]["scopes"].clone();
+    let before: serde_json::Value = whoami(&app, &token.token).await.json().await.unwrap();
+    assert_eq!(scopes(before), serde_json::json!(["read", "write"]));
+    let r = verify(&app, &token.token, "", "GET", "/things").await;
+    assert_eq!(r.headers()["x-keysmith-scopes"], "read write");
+
+    let r = team_post(&app, "/team/policy", &[("allowed_scopes", "read")], false).await;
+    assert_eq!(r.status(), 303);
+
+    let after: serde_json::Value = whoami(&app, &token.token).await.json().await.unwrap();
+    assert_eq!(scopes(after), serde_json::json!(["read"]));
+    let r = verify(&app, &token.token, "", "GET", "/things").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-keysmith-scopes"], "read");
+    let r = verify(&app, &token.token, "?scope=write", "GET", "/things").await;
+    assert_eq!(r.status(), 403);
     app.shutdown().await;
 }
 
