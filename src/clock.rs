@@ -24,6 +24,11 @@ impl Clock {
         self.now().unix_timestamp()
     }
 
+    /// Unix milliseconds, the unit rate-limit windows count in.
+    pub fn unix_ms(&self) -> i64 {
+        i64::try_from(self.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    }
+
     /// Moves this clock (and every clone of it) forward.
     pub fn advance(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);

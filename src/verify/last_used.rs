@@ -1,11 +1,17 @@
 //! "Last used" without a database write per request: each verified request
 //! overwrites its token's pending use in memory (in [`super::usage`]), and
-//! a background task writes every pending use in one batch every two
-//! seconds (and once more at shutdown).
+//! a background task takes every pending use every few seconds and writes
+//! them in small statements spread over a second, so the database's share
+//! of the work never arrives as one burst (and once more, all at once, at
+//! shutdown).
 
 use std::net::IpAddr;
+use std::time::Duration;
 
-use crate::store::verification::LastUse;
+use tokio::sync::watch;
+
+use crate::store::verification::{self, LastUse};
+use crate::store::{Db, StoreError};
 
 /// The longest path kept; a longer one is cut (on a character boundary).
 const MAX_PATH: usize = 512;
@@ -71,6 +77,70 @@ impl Pending {
     }
 }
 
+/// Rows per statement when a batch is spread out: a few milliseconds of
+/// database work each.
+const ROWS_PER_WRITE: usize = 500;
+
+/// Where [`write_spread`] writes: the store, or a test's record.
+pub(super) trait Sink {
+    fn write<'a>(
+        &'a mut self,
+        uses: &'a [LastUse],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+}
+
+impl Sink for &Db {
+    fn write<'a>(
+        &'a mut self,
+        uses: &'a [LastUse],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
+        verification::record_last_used(self, uses)
+    }
+}
+
+/// Uses that were not written, for the caller to put back: the rest of the
+/// batch after the stop signal came, or from the statement that failed on
+/// (with its error).
+pub(super) struct Unwritten {
+    pub rest: Vec<LastUse>,
+    pub error: Option<StoreError>,
+}
+
+/// Writes `batch` through `write`, [`ROWS_PER_WRITE`] rows at a time, with
+/// pauses between statements that spread the whole batch over about
+/// `spread`. Stops early when `stop` changes or a statement fails.
+pub(super) async fn write_spread(
+    batch: Vec<LastUse>,
+    spread: Duration,
+    stop: &mut watch::Receiver<bool>,
+    sink: &mut impl Sink,
+) -> Result<(), Unwritten> {
+    let writes = batch.len().div_ceil(ROWS_PER_WRITE).max(1);
+    let pause = spread / u32::try_from(writes).unwrap_or(u32::MAX);
+    let mut start = 0;
+    while start < batch.len() {
+        if start > 0 {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return Err(unwritten(batch, start, None)),
+            }
+        }
+        let end = batch.len().min(start + ROWS_PER_WRITE);
+        if let Err(e) = sink.write(&batch[start..end]).await {
+            return Err(unwritten(batch, start, Some(e)));
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+fn unwritten(mut batch: Vec<LastUse>, from: usize, error: Option<StoreError>) -> Unwritten {
+    Unwritten {
+        rest: batch.split_off(from),
+        error,
+    }
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -111,6 +181,95 @@ mod tests {
         Pending::record(&mut slot, 1, "GET", &path, "::1".parse().unwrap());
         let u = slot.unwrap().into_last_use(1);
         assert!(u.path.len() <= MAX_PATH && path.starts_with(&u.path));
+    }
+
+    fn uses(n: i64) -> Vec<LastUse> {
+        (0..n)
+            .map(|id| LastUse {
+                token_id: id,
+                at: 1,
+                method: "GET".into(),
+                path: "/".into(),
+                ip: "::1".into(),
+            })
+            .collect()
+    }
+
+    fn ids(uses: &[LastUse]) -> Vec<i64> {
+        uses.iter().map(|u| u.token_id).collect()
+    }
+
+    /// Records each statement's token ids; fails the `fail_at`th one; sends
+    /// the stop signal after the first when given a sender.
+    #[derive(Default)]
+    struct Record {
+        written: Vec<Vec<i64>>,
+        fail_at: Option<usize>,
+        stop_after_first: Option<watch::Sender<bool>>,
+    }
+
+    impl Sink for Record {
+        async fn write(&mut self, uses: &[LastUse]) -> Result<(), StoreError> {
+            if self.fail_at == Some(self.written.len() + 1) {
+                return Err(StoreError::Unavailable);
+            }
+            self.written.push(ids(uses));
+            if let Some(stop) = &self.stop_after_first {
+                stop.send(true).unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spread_batch_is_written_whole_in_order_in_small_statements() {
+        let (_tx, mut stop) = watch::channel(false);
+        let mut sink = Record::default();
+        let spread = Duration::from_millis(60);
+        let started = std::time::Instant::now();
+        let result = write_spread(uses(1200), spread, &mut stop, &mut sink).await;
+        assert!(result.is_ok());
+        let sizes: Vec<usize> = sink.written.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [500, 500, 200]);
+        assert_eq!(sink.written.concat(), (0..1200).collect::<Vec<_>>());
+        // Two pauses of a third of the spread each.
+        assert!(
+            started.elapsed() >= spread * 2 / 3,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_statement_hands_back_its_rows_and_the_rest() {
+        let (_tx, mut stop) = watch::channel(false);
+        let mut sink = Record {
+            fail_at: Some(2),
+            ..Record::default()
+        };
+        let result = write_spread(uses(1200), Duration::ZERO, &mut stop, &mut sink).await;
+        let Err(u) = result else {
+            panic!("the failure was not reported")
+        };
+        assert!(matches!(u.error, Some(StoreError::Unavailable)));
+        assert_eq!(ids(&u.rest), (500..1200).collect::<Vec<_>>());
+        assert_eq!(sink.written.len(), 1, "nothing is written after a failure");
+    }
+
+    #[tokio::test]
+    async fn a_stop_during_a_pause_hands_back_what_is_left() {
+        let (tx, mut stop) = watch::channel(false);
+        let mut sink = Record {
+            stop_after_first: Some(tx),
+            ..Record::default()
+        };
+        let result = write_spread(uses(1200), Duration::from_secs(60), &mut stop, &mut sink).await;
+        let Err(u) = result else {
+            panic!("the stop was not noticed")
+        };
+        assert!(u.error.is_none());
+        assert_eq!(ids(&u.rest), (500..1200).collect::<Vec<_>>());
+        assert_eq!(sink.written.len(), 1);
     }
 
     #[test]

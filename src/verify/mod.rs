@@ -67,9 +67,15 @@ const LOAD_TIMEOUT: Duration = Duration::from_millis(1500);
 /// After a failed read, requests that need the database fail at once for
 /// this long instead of each waiting for the timeout.
 const BACKOFF_AFTER_FAILURE: Duration = Duration::from_secs(1);
-/// How often "last used" is written: each busy token costs one row write
-/// per interval, so this trades database work for freshness on the page.
-const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// How often pending "last used" entries are taken for writing: each busy
+/// token costs one row write per interval, so this trades database work for
+/// freshness on the page.
+const FLUSH_EVERY: Duration = Duration::from_secs(4);
+/// Each batch's statements are spread over about this long.
+const FLUSH_SPREAD: Duration = Duration::from_secs(1);
+/// How far the stored "last used" of a token can be behind its latest use
+/// (plus the time the last statement of a batch takes).
+pub const LAST_USE_AT_MOST_BEHIND: Duration = FLUSH_EVERY.saturating_add(FLUSH_SPREAD);
 
 /// A project a token is restricted to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -513,9 +519,9 @@ impl Verifier {
 
     /// Counts one request by `token` against its budget for `class`.
     pub fn check_rate(&self, token: &TokenInfo, class: RequestClass) -> RateDecision {
-        let now = self.clock.now();
-        let now_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-        token.usage.check(class, token.limit_for(class), now_ms)
+        token
+            .usage
+            .check(class, token.limit_for(class), self.clock.unix_ms())
     }
 
     /// Remembers this use of `token` for the next "last used" flush. `path`
@@ -588,12 +594,18 @@ async fn flusher(verifier: Arc<Verifier>, mut stop: watch::Receiver<bool>) {
             _ = every.tick() => {}
             _ = stop.changed() => return,
         }
-        if let Err(e) = verifier.flush_last_used().await {
+        let batch = verifier.usage.take_pending();
+        let written =
+            last_used::write_spread(batch, FLUSH_SPREAD, &mut stop, &mut &verifier.db).await;
+        if let Err(unwritten) = written {
+            verifier.usage.restore(unwritten.rest);
+            let Some(e) = unwritten.error else {
+                // Stopping: `shutdown` writes the rest.
+                return;
+            };
             tracing::warn!(error = %e, "could not record last use of tokens; will retry");
         }
-        let now_ms = i64::try_from(verifier.clock.now().unix_timestamp_nanos() / 1_000_000)
-            .unwrap_or(i64::MAX);
-        verifier.usage.prune(now_ms);
+        verifier.usage.prune(verifier.clock.unix_ms());
     }
 }
 
