@@ -19,7 +19,9 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -220,7 +222,7 @@ pub fn router(state: AppState) -> Router {
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(
                 x_request_id.clone(),
-                MakeRequestUuid,
+                RandomRequestId,
             ))
             .layer(
                 TraceLayer::new_for_http()
@@ -236,6 +238,22 @@ pub fn router(state: AppState) -> Router {
             .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
             .layer(CompressionLayer::new()),
     )
+}
+
+/// Request ids are random UUIDs (v4) from the thread's generator: they
+/// only need to be unique, not secret, and the system generator would cost
+/// a system call per request.
+#[derive(Clone, Copy)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        use rand::RngExt;
+        let id = uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid();
+        let mut buf = uuid::Uuid::encode_buffer();
+        let value = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).ok()?;
+        Some(RequestId::new(value))
+    }
 }
 
 /// The span of one request. It names the matched route template, never the

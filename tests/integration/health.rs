@@ -34,6 +34,7 @@ async fn readyz_answers_503_when_the_database_does_not(backend: Backend) {
 
 async fn every_response_carries_security_headers_and_a_request_id(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    let mut request_ids = std::collections::HashSet::new();
     for path in ["/healthz", "/no-such-page", "/static/app.css"] {
         let r = app.get(path).await;
         let h = r.headers();
@@ -44,7 +45,10 @@ async fn every_response_carries_security_headers_and_a_request_id(backend: Backe
         );
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
-        assert!(!h["x-request-id"].is_empty(), "{path}");
+        // A fresh random UUID for each request.
+        let id = uuid::Uuid::parse_str(h["x-request-id"].to_str().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 4, "{path}: {id}");
+        assert!(request_ids.insert(id), "{path}: {id} again");
         // Plain http deployment: no HSTS.
         assert!(h.get("strict-transport-security").is_none(), "{path}");
     }
