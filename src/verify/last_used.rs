@@ -98,15 +98,15 @@ impl Sink for &Db {
     }
 }
 
-/// Uses that were not written, for the caller to put back: the rest of the
-/// batch after the stop signal came, or from the statement that failed on
-/// (with its error).
+/// Uses that were not written, for the caller to put back: what was left
+/// when the stop signal came, or the rows of the statement that failed and
+/// everything after them (with its error).
 pub(super) struct Unwritten {
     pub rest: Vec<LastUse>,
     pub error: Option<StoreError>,
 }
 
-/// Writes `batch` through `write`, [`ROWS_PER_WRITE`] rows at a time, with
+/// Writes `batch` to `sink`, [`ROWS_PER_WRITE`] rows at a time, with
 /// pauses between statements that spread the whole batch over about
 /// `spread`. Stops early when `stop` changes or a statement fails.
 pub(super) async fn write_spread(
