@@ -12,18 +12,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOKENS_IN_STORE="${TOKENS_IN_STORE:-100000}"
-SAMPLE="${SAMPLE:-10000}"
-DURATION="${DURATION:-5s}"
-CONNECTIONS="${CONNECTIONS:-64}"
-THREADS="${THREADS:-2}"
 ROUNDS="${ROUNDS:-5}"
-PG_ADMIN="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PORT="${PORT:-39392}"
 # gunicorn's recommended starting point: two sync workers per core, plus one.
 WORKERS="${WORKERS:-$(( 2 * $(nproc) + 1 ))}"
-
-command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get install -y wrk)" >&2; exit 2; }
+source bench/common.sh
 venv=target/bench-drf-venv
 if [ ! -x "$venv/bin/gunicorn" ]; then
     echo "== drf: installing bench/drf/requirements.txt into $venv"
@@ -58,18 +51,12 @@ token=$(head -1 "$work/tokens.txt")
     || { echo "drf: the server did not accept a seeded token" >&2; tail -20 "$work/server.log" >&2; exit 1; }
 echo "   gunicorn up with $WORKERS sync workers"
 
-BENCH_PATH=/api/whoami TOKENS="$work/tokens.txt" timeout 60 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s --timeout 5s \
-    -s bench/wrk.lua "http://127.0.0.1:$PORT" >/dev/null
+bench_wrk "http://127.0.0.1:$PORT" /api/whoami "$work/tokens.txt" 3s >/dev/null
 for round in $(seq 1 "$ROUNDS"); do
-    BENCH_PATH=/api/whoami TOKENS="$work/tokens.txt" timeout 60 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" \
-        --timeout 5s -s bench/wrk.lua "http://127.0.0.1:$PORT" | grep '^RESULT' | sed "s/^/drf-whoami#$round /" | tee -a "$work/results.txt"
+    bench_wrk "http://127.0.0.1:$PORT" /api/whoami "$work/tokens.txt" "$DURATION" \
+        | grep '^RESULT' | sed "s/^/drf-whoami#$round /" | tee -a "$work/results.txt"
 done
-awk '
-    function median(list,   n, a, i, j, t) {
-        n = split(list, a, " ")
-        for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
+awk "$AWK_MEDIAN"'
     { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
       rps = rps " " v["rps"]; p50 = p50 " " v["p50_us"]; p99 = p99 " " v["p99_us"]; bad = bad + v["non2xx"] + v["errors"] }
     END { printf "   drf whoami, median of the rounds: %d req/s, p50 %.2f ms, p99 %.2f ms (%d errors or non-2xx in all)\n",

@@ -15,17 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOKENS_IN_STORE="${TOKENS_IN_STORE:-100000}"
-SAMPLE="${SAMPLE:-10000}"
-DURATION="${DURATION:-5s}"
-CONNECTIONS="${CONNECTIONS:-64}"
-THREADS="${THREADS:-2}"
 ROUNDS="${ROUNDS:-10}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
-PG_ADMIN="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 PORT="${PORT:-39391}"
-
-command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get install -y wrk)" >&2; exit 2; }
+source bench/common.sh
 # Keep build.rs's view of the environment stable, so this reuses the test build's cfg.
 export KEYSMITH_TEST_POSTGRES_URL="${KEYSMITH_TEST_POSTGRES_URL:-$PG_ADMIN}"
 cargo build --release --quiet --bin keysmith --example bench_seed
@@ -67,9 +60,7 @@ load() {
     local line before after requests db_before db_after
     before=$(cpu_ticks "$server_pid")
     db_before=$(db_ticks)
-    line=$(BENCH_PATH="$path" TOKENS="$tokens" timeout 60 \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${LOAD_DURATION:-$DURATION}" --timeout 5s -s bench/wrk.lua \
-        "http://127.0.0.1:$PORT" | grep '^RESULT')
+    line=$(bench_wrk "http://127.0.0.1:$PORT" "$path" "$tokens" "${LOAD_DURATION:-$DURATION}" | grep '^RESULT')
     after=$(cpu_ticks "$server_pid")
     db_after=$(db_ticks)
     requests=$(echo "$line" | sed 's/.*requests=\([0-9]*\).*/\1/')
@@ -82,12 +73,7 @@ load() {
 # the same round's /healthz run (throughput, p99), so a slow stretch of the
 # machine compares a route with a ceiling measured beside it.
 summarize() {
-    awk -v backend="$1" '
-        function median(list,   n, a, i, j, t) {
-            n = split(list, a, " ")
-            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-        }
+    awk -v backend="$1" "$AWK_MEDIAN"'
         {
             split($1, name, "#"); r = name[1]; round = name[2]; rounds[round] = 1
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }

@@ -180,7 +180,7 @@ impl PlainToken {
         s: &str,
     ) -> Result<TokenDigest, TokenFormatError> {
         check_shape(prefix, s)?;
-        Ok(TokenDigest(Sha256::digest(s.as_bytes()).into()))
+        Ok(digest_of(s))
     }
 
     /// The token itself. Call sites of this method are where the secret
@@ -193,7 +193,7 @@ impl PlainToken {
     /// hash is enough: the token has ~178 random bits, so nothing can be
     /// gained by guessing inputs.
     pub fn digest(&self) -> TokenDigest {
-        TokenDigest(Sha256::digest(self.0.as_bytes()).into())
+        digest_of(&self.0)
     }
 
     /// `<prefix>_` and the first few random characters, e.g. `ks_a1B2c3D4`.
@@ -202,6 +202,10 @@ impl PlainToken {
         let end = self.0.len() - BODY_LEN + DISPLAY_RANDOM_LEN;
         DisplayPrefix(self.0[..end].to_owned())
     }
+}
+
+fn digest_of(token: &str) -> TokenDigest {
+    TokenDigest(Sha256::digest(token.as_bytes()).into())
 }
 
 /// Whether `s` is `<prefix>_<random><checksum>` with a checksum that

@@ -435,7 +435,6 @@ impl Verifier {
                     // Unchanged. If an invalidation removed the entry
                     // meanwhile, this touches a value no longer in the cache.
                     cached.read_at_ms.store(now_ms, Ordering::Release);
-                    cached.refreshing.store(false, Ordering::Release);
                     return Ok(self.verdict(Arc::clone(cached)));
                 }
                 let usage = self.usage.for_token(facts.token_id);
