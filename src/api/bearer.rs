@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::token::PlainToken;
 use crate::verify::rate_limit::{RateDecision, RequestClass};
-use crate::verify::{TokenInfo, Unavailable, Verdict};
+use crate::verify::{TokenInfo, Unavailable, Use, Verdict};
 
 /// The protection space named in every `WWW-Authenticate` challenge.
 pub const REALM: &str = "keysmith";
@@ -95,13 +95,17 @@ pub async fn authenticate(
     }
 }
 
-/// Counts the request against the token's budget.
-pub fn rate_limit(
+/// Counts the request against the token's budget for its method (for
+/// forward auth, the original request's) and, when it is allowed, records
+/// it as the token's latest use.
+pub fn admit(
     state: &AppState,
     info: &TokenInfo,
-    class: RequestClass,
+    used: Use<'_>,
 ) -> Result<RateDecision, BearerError> {
-    let decision = state.verifier.check_rate(info, class);
+    let decision = state
+        .verifier
+        .admit(info, RequestClass::of_method(used.method), used);
     if decision.allowed {
         Ok(decision)
     } else {
@@ -141,31 +145,43 @@ const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy")
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 fn policy_value(class: RequestClass, limit: u32) -> HeaderValue {
-    let name = class.policy_name();
-    header_value(format_args!(
-        "\"{name}\";q={limit};w={}",
-        crate::verify::rate_limit::WINDOW_SECS
-    ))
+    let window = crate::verify::rate_limit::WINDOW_SECS;
+    structured_item(class.policy_name(), [("q", limit.into()), ("w", window)])
 }
 
 fn current_value(d: &RateDecision) -> HeaderValue {
-    let name = d.class.policy_name();
-    header_value(format_args!(
-        "\"{name}\";r={};t={}",
-        d.remaining, d.reset_secs
-    ))
+    let remaining = d.remaining.into();
+    structured_item(
+        d.class.policy_name(),
+        [("r", remaining), ("t", d.reset_secs)],
+    )
 }
 
-/// Formats a short header value (a fixed name and numbers) on the stack.
-fn header_value(args: std::fmt::Arguments<'_>) -> HeaderValue {
-    use std::io::Write;
+/// `"name";k1=v1;k2=v2`: a structured-field item with two integer
+/// parameters, written on the stack by hand (no `fmt` machinery; the one
+/// allocation is the header value's): every bearer response carries two.
+fn structured_item(name: &str, params: [(&str, i64); 2]) -> HeaderValue {
     let mut buf = [0u8; 64];
-    let mut out = &mut buf[..];
-    let written = match out.write_fmt(args) {
-        Ok(()) => 64 - out.len(),
-        Err(_) => 0,
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        // Fixed names and two integers of at most 20 digits fit; anything
+        // longer would be cut, never overrun.
+        let end = (len + bytes.len()).min(buf.len());
+        buf[len..end].copy_from_slice(&bytes[..end - len]);
+        len = end;
     };
-    HeaderValue::from_bytes(&buf[..written]).expect("ASCII digits and a fixed name")
+    put(b"\"");
+    put(name.as_bytes());
+    put(b"\"");
+    let mut digits = itoa::Buffer::new();
+    for (key, value) in params {
+        put(b";");
+        put(key.as_bytes());
+        put(b"=");
+        put(digits.format(value).as_bytes());
+    }
+    HeaderValue::from_bytes(&buf[..len])
+        .expect("a fixed name and integers are a valid header value")
 }
 
 /// A `Bearer` challenge with the given parameters (values must not contain
@@ -314,6 +330,36 @@ mod tests {
                 Err(BearerError::InvalidRequest(_))
             ));
         }
+    }
+
+    #[test]
+    fn rate_limit_fields_follow_the_draft() {
+        let d = RateDecision {
+            class: RequestClass::Write,
+            allowed: true,
+            limit: 60,
+            remaining: 0,
+            reset_secs: 42,
+        };
+        let [(policy_name, policy), (current_name, current)] = rate_limit_headers(&d);
+        assert_eq!(
+            (policy_name.as_str(), policy.to_str().unwrap()),
+            ("ratelimit-policy", "\"writes\";q=60;w=60")
+        );
+        assert_eq!(
+            (current_name.as_str(), current.to_str().unwrap()),
+            ("ratelimit", "\"writes\";r=0;t=42")
+        );
+        let d = RateDecision {
+            class: RequestClass::Read,
+            limit: 4_000_000_000,
+            remaining: 3_999_999_999,
+            reset_secs: 1,
+            ..d
+        };
+        let [(_, policy), (_, current)] = rate_limit_headers(&d);
+        assert_eq!(policy.to_str().unwrap(), "\"reads\";q=4000000000;w=60");
+        assert_eq!(current.to_str().unwrap(), "\"reads\";r=3999999999;t=1");
     }
 
     #[test]

@@ -20,11 +20,10 @@ use serde::Deserialize;
 
 use super::bearer::{self, BearerError};
 use crate::app::AppState;
-use crate::verify::TokenInfo;
-use crate::verify::rate_limit::RequestClass;
+use crate::verify::{TokenInfo, Use};
 use crate::web::client_ip::ClientIp;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct VerifyParams {
     /// Space-separated scopes the request needs.
     scope: Option<String>,
@@ -32,11 +31,16 @@ pub struct VerifyParams {
     project: Option<String>,
 }
 
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+
 /// The original request's method, as the proxy reports it.
 fn original_method<'a>(headers: &'a HeaderMap, own: &'a Method) -> &'a str {
-    ["x-forwarded-method", "x-original-method"]
+    [X_FORWARDED_METHOD, X_ORIGINAL_METHOD]
         .iter()
-        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .find_map(|name| headers.get(name)?.to_str().ok())
         .map(str::trim)
         .filter(|m| !m.is_empty())
         .unwrap_or(own.as_str())
@@ -45,9 +49,9 @@ fn original_method<'a>(headers: &'a HeaderMap, own: &'a Method) -> &'a str {
 /// The original request's path, without query string or fragment (a query
 /// can carry secrets; it is never stored).
 fn original_path(headers: &HeaderMap) -> &str {
-    let uri = ["x-forwarded-uri", "x-original-uri"]
+    let uri = [X_FORWARDED_URI, X_ORIGINAL_URI]
         .iter()
-        .find_map(|name| headers.get(*name)?.to_str().ok())
+        .find_map(|name| headers.get(name)?.to_str().ok())
         .unwrap_or("/");
     let end = uri.find(['?', '#']).unwrap_or(uri.len());
     &uri[..end]
@@ -78,18 +82,26 @@ async fn check(
     ip: std::net::IpAddr,
     request: &Parts,
 ) -> Result<Response, BearerError> {
-    let Ok(Query(params)) = Query::<VerifyParams>::try_from_uri(&request.uri) else {
-        return Err(BearerError::InvalidRequest(
-            "The query string is not understood (expected scope=… and/or project=…).",
-        ));
+    // Most proxies ask without parameters: nothing to parse then.
+    let params = match request.uri.query() {
+        None => VerifyParams::default(),
+        Some(_) => match Query::<VerifyParams>::try_from_uri(&request.uri) {
+            Ok(Query(params)) => params,
+            Err(_) => {
+                return Err(BearerError::InvalidRequest(
+                    "The query string is not understood (expected scope=… and/or project=…).",
+                ));
+            }
+        },
     };
     let headers = &request.headers;
     let info = bearer::authenticate(state, headers).await?;
-    let original_method = original_method(headers, &request.method);
-    let decision = bearer::rate_limit(state, &info, RequestClass::of_method(original_method))?;
-    state
-        .verifier
-        .record_use(&info, original_method, original_path(headers), ip);
+    let used = Use {
+        method: original_method(headers, &request.method),
+        path: original_path(headers),
+        ip,
+    };
+    let decision = bearer::admit(state, &info, used)?;
     if let Some(scope) = params.scope.as_deref() {
         bearer::require_scopes(&info, scope)?;
     }

@@ -11,8 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use super::bearer;
 use crate::app::AppState;
 use crate::store::from_unix;
-use crate::verify::TokenInfo;
-use crate::verify::rate_limit::RequestClass;
+use crate::verify::{TokenInfo, Use};
 use crate::web::client_ip::ClientIp;
 
 #[derive(Serialize)]
@@ -109,14 +108,15 @@ pub async fn whoami(
         Ok(info) => info,
         Err(e) => return e.into_response(),
     };
-    let method = request.method().as_str();
-    let decision = match bearer::rate_limit(&state, &info, RequestClass::of_method(method)) {
+    let used = Use {
+        method: request.method().as_str(),
+        path: request.uri().path(),
+        ip,
+    };
+    let decision = match bearer::admit(&state, &info, used) {
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    state
-        .verifier
-        .record_use(&info, method, request.uri().path(), ip);
     let mut response = body(&info).into_response();
     let h = response.headers_mut();
     // Room for these and the security headers added on the way out.

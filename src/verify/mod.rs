@@ -23,7 +23,6 @@ pub mod rate_limit;
 mod usage;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -41,6 +40,7 @@ use crate::store::{Backend, Db, StoreError, StoreResult};
 use crate::token::{ScopeSet, TokenDigest};
 use cache::DigestCache;
 use rate_limit::{RateDecision, RequestClass};
+pub use usage::Use;
 use usage::{TokenUsage, UsageTable};
 
 /// Most tokens kept in memory. A cached token takes about 1 KB with its
@@ -516,17 +516,14 @@ impl Verifier {
         self.known.len()
     }
 
-    /// Counts one request by `token` against its budget for `class`.
-    pub fn check_rate(&self, token: &TokenInfo, class: RequestClass) -> RateDecision {
+    /// Counts this request against `token`'s budget for its `class` and, if
+    /// it is allowed, remembers it for the next "last used" flush: one look
+    /// at the clock and one lock for both. A refused request is neither
+    /// counted nor recorded.
+    pub fn admit(&self, token: &TokenInfo, class: RequestClass, used: Use<'_>) -> RateDecision {
         token
             .usage
-            .check(class, token.limit_for(class), self.clock.unix_ms())
-    }
-
-    /// Remembers this use of `token` for the next "last used" flush. `path`
-    /// must not contain the query string.
-    pub fn record_use(&self, token: &TokenInfo, method: &str, path: &str, ip: IpAddr) {
-        token.usage.record(self.clock.unix(), method, path, ip);
+            .admit(class, token.limit_for(class), self.clock.unix_ms(), used)
     }
 
     /// Writes the pending "last used" entries now. On failure they are kept

@@ -36,21 +36,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl TokenUsage {
     /// Counts one request of `class` against `limit` per minute at `now_ms`
-    /// (unix milliseconds). A refused request is not counted.
-    pub fn check(&self, class: RequestClass, limit: u32, now_ms: i64) -> RateDecision {
+    /// (unix milliseconds) and, if it is allowed, remembers it as the
+    /// token's latest use for the next flush (replacing an earlier one).
+    /// A refused request is neither counted nor recorded. `path` must not
+    /// contain the query string.
+    pub fn admit(
+        &self,
+        class: RequestClass,
+        limit: u32,
+        now_ms: i64,
+        used: Use<'_>,
+    ) -> RateDecision {
         let mut state = lock(&self.state);
         let window = match class {
             RequestClass::Read => &mut state.reads,
             RequestClass::Write => &mut state.writes,
         };
-        window.count(class, limit, now_ms)
+        let decision = window.count(class, limit, now_ms);
+        if decision.allowed {
+            Pending::record(
+                &mut state.pending,
+                now_ms.div_euclid(1000),
+                used.method,
+                used.path,
+                used.ip,
+            );
+        }
+        decision
     }
+}
 
-    /// Remembers this use for the next flush, replacing an earlier one.
-    /// `path` must not contain the query string.
-    pub fn record(&self, at: i64, method: &str, path: &str, ip: IpAddr) {
-        Pending::record(&mut lock(&self.state).pending, at, method, path, ip);
-    }
+/// One request's use of a token, as "last used" shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Use<'a> {
+    pub method: &'a str,
+    /// Without the query string.
+    pub path: &'a str,
+    pub ip: IpAddr,
 }
 
 /// One shard of the table: token id → its usage.
@@ -144,44 +166,92 @@ mod tests {
 
     const T0: i64 = 1_700_000_000_000;
 
+    fn a_use(method: &'static str, path: &'static str) -> Use<'static> {
+        Use {
+            method,
+            path,
+            ip: IpAddr::from([192, 0, 2, 1]),
+        }
+    }
+
+    const GET: Use<'static> = Use {
+        method: "GET",
+        path: "/",
+        ip: IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
+    };
+
     #[test]
     fn the_request_past_the_budget_is_refused_until_the_window_ends() {
         let table = UsageTable::default();
         let usage = table.for_token(1);
         for n in 0..60 {
-            let d = usage.check(RequestClass::Write, 60, T0 + n * 100);
+            let d = usage.admit(RequestClass::Write, 60, T0 + n * 100, GET);
             assert!(d.allowed, "request {}", n + 1);
             assert_eq!(d.remaining, 59 - n as u32);
         }
-        let d = usage.check(RequestClass::Write, 60, T0 + 18_000);
+        let d = usage.admit(RequestClass::Write, 60, T0 + 18_000, GET);
         assert!(!d.allowed);
         assert_eq!((d.remaining, d.reset_secs), (0, 42));
         // Reads have their own budget, other tokens their own windows.
-        assert!(usage.check(RequestClass::Read, 600, T0 + 18_000).allowed);
+        assert!(
+            usage
+                .admit(RequestClass::Read, 600, T0 + 18_000, GET)
+                .allowed
+        );
         assert!(
             table
                 .for_token(2)
-                .check(RequestClass::Write, 60, T0 + 18_000)
+                .admit(RequestClass::Write, 60, T0 + 18_000, GET)
                 .allowed
         );
         // Refused requests do not push the window on.
-        assert!(!usage.check(RequestClass::Write, 60, T0 + 59_999).allowed);
-        let d = usage.check(RequestClass::Write, 60, T0 + 60_000);
+        assert!(
+            !usage
+                .admit(RequestClass::Write, 60, T0 + 59_999, GET)
+                .allowed
+        );
+        let d = usage.admit(RequestClass::Write, 60, T0 + 60_000, GET);
         assert!(d.allowed);
         assert_eq!((d.remaining, d.reset_secs), (59, 60));
+    }
+
+    #[test]
+    fn only_admitted_requests_are_recorded() {
+        let table = UsageTable::default();
+        let usage = table.for_token(1);
+        assert!(
+            usage
+                .admit(RequestClass::Write, 1, T0, a_use("POST", "/a"))
+                .allowed
+        );
+        assert!(
+            !usage
+                .admit(RequestClass::Write, 1, T0 + 5_000, a_use("PUT", "/b"))
+                .allowed
+        );
+        let batch = table.take_pending();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(
+            (
+                batch[0].at,
+                batch[0].method.as_str(),
+                batch[0].path.as_str()
+            ),
+            (T0 / 1000, "POST", "/a")
+        );
     }
 
     #[test]
     fn a_token_read_again_keeps_its_budget() {
         let table = UsageTable::default();
         for _ in 0..60 {
-            table.for_token(1).check(RequestClass::Write, 60, T0);
+            table.for_token(1).admit(RequestClass::Write, 60, T0, GET);
         }
         // A new cache entry for the same token gets the same windows.
         assert!(
             !table
                 .for_token(1)
-                .check(RequestClass::Write, 60, T0)
+                .admit(RequestClass::Write, 60, T0, GET)
                 .allowed
         );
     }
@@ -189,11 +259,14 @@ mod tests {
     #[test]
     fn prune_forgets_only_finished_unreferenced_idle_tokens() {
         let table = UsageTable::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        table.for_token(1).check(RequestClass::Read, 10, 0);
-        table.for_token(2).check(RequestClass::Read, 10, 30_000);
+        table.for_token(1).admit(RequestClass::Read, 10, 0, GET);
+        table
+            .for_token(2)
+            .admit(RequestClass::Read, 10, 30_000, GET);
+        // Written: only their windows are left.
+        assert_eq!(table.take_pending().len(), 2);
         let held = table.for_token(3);
-        table.for_token(4).record(1, "GET", "/", ip);
+        table.for_token(4).admit(RequestClass::Read, 10, 1_000, GET);
         table.prune(61_000);
         // 1 is gone; 2's window is running, 3 is cached, 4 has a use to write.
         assert_eq!(table.tracked_tokens(), 3);
@@ -206,16 +279,21 @@ mod tests {
     #[test]
     fn pending_uses_are_taken_once_and_restored_under_newer_ones() {
         let table = UsageTable::default();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        table.for_token(1).record(100, "GET", "/a", ip);
-        table.for_token(2).record(100, "GET", "/c", ip);
+        table
+            .for_token(1)
+            .admit(RequestClass::Read, 10, 100_000, a_use("GET", "/a"));
+        table
+            .for_token(2)
+            .admit(RequestClass::Read, 10, 100_000, a_use("GET", "/c"));
         let mut batch = table.take_pending();
         batch.sort_by_key(|u| u.token_id);
         assert_eq!(batch.len(), 2);
         assert_eq!(table.pending(), 0);
         assert!(table.take_pending().is_empty());
         // The write failed; meanwhile token 2 was used again.
-        table.for_token(2).record(200, "DELETE", "/d", ip);
+        table
+            .for_token(2)
+            .admit(RequestClass::Read, 10, 200_000, a_use("DELETE", "/d"));
         table.restore(batch);
         let mut again = table.take_pending();
         again.sort_by_key(|u| u.token_id);
