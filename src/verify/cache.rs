@@ -46,8 +46,15 @@ impl Hasher for DigestHasher {
 
 type Shard<V> = HashMap<TokenDigest, V, BuildHasherDefault<DigestHasher>>;
 
+/// One shard per 128 bytes (two cache lines, the unit adjacent-line
+/// prefetchers fetch): every lookup writes its shard's lock, and two
+/// shards on one line would make lookups of different shards on different
+/// cores contend for it.
+#[repr(align(128))]
+struct Padded<T>(T);
+
 pub(crate) struct DigestCache<V> {
-    shards: Box<[Mutex<Shard<V>>]>,
+    shards: Box<[Padded<Mutex<Shard<V>>>]>,
     per_shard: usize,
 }
 
@@ -56,14 +63,16 @@ impl<V: Clone> DigestCache<V> {
     pub(crate) fn new(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         DigestCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Padded(Mutex::new(Shard::default())))
+                .collect(),
             per_shard,
         }
     }
 
     fn shard(&self, digest: &TokenDigest) -> &Mutex<Shard<V>> {
         // A digest is uniformly random already: its first byte picks the shard.
-        &self.shards[usize::from(digest.as_bytes()[0]) % SHARDS]
+        &self.shards[usize::from(digest.as_bytes()[0]) % SHARDS].0
     }
 
     pub(crate) fn get(&self, digest: &TokenDigest) -> Option<V> {
@@ -103,19 +112,19 @@ impl<V: Clone> DigestCache<V> {
 
     /// Removes every entry for which `doomed` is true.
     pub(crate) fn remove_where(&self, mut doomed: impl FnMut(&V) -> bool) {
-        for shard in self.shards.iter() {
+        for Padded(shard) in self.shards.iter() {
             lock(shard).retain(|_, v| !doomed(v));
         }
     }
 
     pub(crate) fn clear(&self) {
-        for shard in self.shards.iter() {
+        for Padded(shard) in self.shards.iter() {
             lock(shard).clear();
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(&s.0).len()).sum()
     }
 }
 
