@@ -113,9 +113,9 @@ impl Standing {
 ///
 /// `repr(C)` keeps the declared order: the fields every verified request
 /// reads come first, next to the reference count, and then what it sends,
-/// so a request touches two cache lines of a cached token (three on
-/// `/auth/verify`) where the compiler's order spread them over four or
-/// five (with 10,000 tokens rotating, each is a miss).
+/// so a whoami touches the first two cache lines of a cached token and
+/// `/auth/verify` three, where the compiler's order spread what they read
+/// over four or five (with 10,000 tokens rotating, each is a miss).
 #[derive(Debug)]
 #[repr(C)]
 pub struct TokenInfo {
@@ -161,6 +161,7 @@ pub struct TokenInfo {
 /// send them (the verifier does not know their shape). Each is one
 /// allocation, so a cached token stays small.
 #[derive(Debug, Default)]
+#[repr(C)] // whoami's body first, nearest the fields of `TokenInfo` before it.
 pub struct Rendered {
     /// The `GET /api/v2/whoami` JSON body.
     pub whoami: OnceLock<Bytes>,
