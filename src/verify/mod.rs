@@ -640,6 +640,26 @@ pub async fn commit_and_invalidate(
 mod tests {
     use super::*;
 
+    #[test]
+    fn what_a_verified_request_reads_sits_in_the_first_lines_of_a_cached_token() {
+        use std::mem::{offset_of, size_of};
+        // An `Arc`'s two counts come first in its allocation.
+        let start = 2 * size_of::<usize>();
+        let whoami_end = start
+            + offset_of!(TokenInfo, rendered)
+            + offset_of!(Rendered, whoami)
+            + size_of::<OnceLock<Bytes>>();
+        assert!(whoami_end <= 128, "whoami reads up to byte {whoami_end}");
+        let identity_end = start
+            + offset_of!(TokenInfo, rendered)
+            + offset_of!(Rendered, identity)
+            + size_of::<OnceLock<(Bytes, [u32; 5])>>();
+        assert!(
+            identity_end <= 192,
+            "/auth/verify reads up to byte {identity_end}"
+        );
+    }
+
     fn config() -> Config {
         let vars = std::collections::HashMap::from([(
             "KEYSMITH_CONFIG".to_string(),
