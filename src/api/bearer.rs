@@ -103,9 +103,7 @@ pub fn admit(
     info: &TokenInfo,
     used: Use<'_>,
 ) -> Result<RateDecision, BearerError> {
-    let decision = state
-        .verifier
-        .admit(info, RequestClass::of_method(used.method), used);
+    let decision = state.verifier.admit(info, used);
     if decision.allowed {
         Ok(decision)
     } else {

@@ -524,11 +524,12 @@ impl Verifier {
         self.known.len()
     }
 
-    /// Counts this request against `token`'s budget for its `class` and, if
-    /// it is allowed, remembers it for the next "last used" flush: one look
-    /// at the clock and one lock for both. A refused request is neither
-    /// counted nor recorded.
-    pub fn admit(&self, token: &TokenInfo, class: RequestClass, used: Use<'_>) -> RateDecision {
+    /// Counts this request against `token`'s budget for its method's class
+    /// and, if it is allowed, remembers it for the next "last used" flush:
+    /// one look at the clock and one lock for both. A refused request is
+    /// neither counted nor recorded.
+    pub fn admit(&self, token: &TokenInfo, used: Use<'_>) -> RateDecision {
+        let class = RequestClass::of_method(used.method);
         token
             .usage
             .admit(class, token.limit_for(class), self.clock.unix_ms(), used)

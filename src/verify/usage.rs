@@ -166,18 +166,20 @@ mod tests {
 
     const T0: i64 = 1_700_000_000_000;
 
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+
     fn a_use(method: &'static str, path: &'static str) -> Use<'static> {
         Use {
             method,
             path,
-            ip: IpAddr::from([192, 0, 2, 1]),
+            ip: IP,
         }
     }
 
     const GET: Use<'static> = Use {
         method: "GET",
         path: "/",
-        ip: IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1)),
+        ip: IP,
     };
 
     #[test]
