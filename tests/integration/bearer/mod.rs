@@ -2,6 +2,7 @@
 //! /oauth/introspect`, and what they share — RFC 6750 errors, rate limits,
 //! last use, and instant revocation (on one instance and across two).
 
+mod forged;
 mod introspect;
 mod last_used;
 mod rate_limits;
