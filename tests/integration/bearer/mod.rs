@@ -4,6 +4,7 @@
 
 mod introspect;
 mod last_used;
+mod oauth_clients;
 mod rate_limits;
 mod revocation;
 mod two_instances;
