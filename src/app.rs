@@ -190,6 +190,7 @@ pub fn router(state: AppState) -> Router {
             "/auth/verify",
             axum::routing::any(crate::api::verify::verify),
         )
+        .route(api::metadata::PATH, get(api::metadata::metadata))
         .route(
             "/oauth/introspect",
             axum::routing::post(crate::api::introspect::introspect)

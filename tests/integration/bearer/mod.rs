@@ -5,6 +5,7 @@
 mod forged;
 mod introspect;
 mod last_used;
+mod oauth_clients;
 mod rate_limits;
 mod revocation;
 mod two_instances;
