@@ -724,15 +724,8 @@ pub async fn update_policy(
 // ---------------------------------------------------------------- projects
 
 fn project_name(raw: &str) -> Result<String, TeamOpError> {
-    let name = raw.trim();
-    let len = name.chars().count();
-    if len == 0 || len > MAX_PROJECT_NAME || name.chars().any(char::is_control) {
-        return Err(invalid(
-            "project",
-            format!("A project name is 1–{MAX_PROJECT_NAME} characters."),
-        ));
-    }
-    Ok(name.to_string())
+    crate::domain::parse_name(raw, "project name", MAX_PROJECT_NAME)
+        .map_err(|e| invalid("project", e.0))
 }
 
 async fn project_write(

@@ -10,6 +10,7 @@ use crate::harness::{Backend, TestApp};
 backend_tests!(
     a_huge_member_search_is_a_clear_422,
     labels_refuse_invisible_formatting_and_separators,
+    project_names_are_held_to_the_same_rule,
 );
 
 async fn a_huge_member_search_is_a_clear_422(backend: Backend) {
@@ -89,6 +90,27 @@ async fn labels_refuse_invisible_formatting_and_separators(backend: Backend) {
         )
         .await;
     assert_eq!(r.status(), 422, "renames are held to the same rule");
+    app.shutdown().await;
+}
+
+async fn project_names_are_held_to_the_same_rule(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_superuser("ada@example.com").await;
+    let r = app
+        .post_form_with(
+            &app.client,
+            "/team",
+            "/team/projects",
+            &[("name", "bill\u{202E}ing")],
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("invisible formatting"));
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM projects")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
     app.shutdown().await;
 }
 
