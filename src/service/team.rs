@@ -18,7 +18,7 @@ use crate::service::tokens::FieldErrors;
 use crate::store::invalidation::Invalidation;
 use crate::store::links::{self, LinkKind, LinkState};
 use crate::store::orgs::{self, OrgPolicy, Role};
-use crate::store::team::{self, MemberRow, MemberStatus};
+use crate::store::team::{self, MemberRow};
 use crate::store::tokens::{self, Actor, RevokeReason, TokenRecord};
 use crate::store::{AuditEvent, StoreError, projects, record_audit};
 use crate::verify::commit_and_invalidate;
@@ -224,6 +224,31 @@ fn last_superuser(who: &SignedIn) -> TeamOpError {
     ))
 }
 
+/// Inside a role or status change's transaction: the organization is
+/// locked, the actor is still a working superuser (not demoted a moment
+/// ago by someone else), and when `removing` the target's superuser powers
+/// (a demotion or a disable) at least one other working superuser remains.
+/// Only joined, enabled superusers count: an invitee cannot sign in yet.
+async fn superuser_guard(
+    tx: &mut sqlx::AnyConnection,
+    who: &SignedIn,
+    user_id: i64,
+    removing: bool,
+) -> Result<(), TeamOpError> {
+    let org = who.organization_id();
+    orgs::lock_organization(tx, org).await?;
+    if !team::is_working_superuser(tx, org, who.user_id).await? {
+        return Err(TeamOpError::NotSuperuser);
+    }
+    if removing
+        && team::is_working_superuser(tx, org, user_id).await?
+        && team::count_working_superusers(tx, org).await? <= 1
+    {
+        return Err(last_superuser(who));
+    }
+    Ok(())
+}
+
 /// Promotes to superuser or demotes to member. The last enabled superuser
 /// cannot be demoted.
 pub async fn set_role(
@@ -237,13 +262,9 @@ pub async fn set_role(
     let by = By::new(who, meta);
     let org = who.organization_id();
     let mut tx = state.db.begin().await?;
-    if role == Role::Member
-        && m.role == Role::Superuser
-        && m.status != MemberStatus::Disabled
-        && team::count_enabled_superusers(&mut tx, org).await? <= 1
-    {
+    if let Err(e) = superuser_guard(&mut tx, who, user_id, role == Role::Member).await {
         tx.rollback().await.map_err(StoreError::from)?;
-        return Err(last_superuser(who));
+        return Err(e);
     }
     if !team::set_role(&mut tx, org, user_id, role).await? {
         tx.rollback().await.map_err(StoreError::from)?;
@@ -272,20 +293,15 @@ pub async fn set_disabled(
     let by = By::new(who, meta);
     let org = who.organization_id();
     let mut tx = state.db.begin().await?;
-    if disabled {
-        if m.role == Role::Superuser
-            && m.status != MemberStatus::Disabled
-            && team::count_enabled_superusers(&mut tx, org).await? <= 1
-        {
-            tx.rollback().await.map_err(StoreError::from)?;
-            return Err(last_superuser(who));
-        }
-        if user_id == who.user_id {
-            tx.rollback().await.map_err(StoreError::from)?;
-            return Err(TeamOpError::Refused(
-                "You cannot disable yourself. Ask another superuser.".into(),
-            ));
-        }
+    if let Err(e) = superuser_guard(&mut tx, who, user_id, disabled).await {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Err(e);
+    }
+    if disabled && user_id == who.user_id {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Err(TeamOpError::Refused(
+            "You cannot disable yourself. Ask another superuser.".into(),
+        ));
     }
     if !orgs::set_member_disabled(&mut tx, org, user_id, disabled, state.clock.unix()).await? {
         tx.rollback().await.map_err(StoreError::from)?;

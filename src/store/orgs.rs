@@ -399,3 +399,25 @@ pub async fn organization_name(db: &Db, organization_id: i64) -> StoreResult<Opt
         .await?;
     Ok(row.map(|(n,)| n))
 }
+
+fn is_postgres(conn: &AnyConnection) -> bool {
+    conn.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME
+}
+
+/// Holds the organization's row until the caller's transaction ends, so a
+/// check-then-act rule over its memberships (the last superuser) sees no
+/// writer acting at the same moment. PostgreSQL needs the row lock (READ
+/// COMMITTED lets two transactions count the same rows); `NO KEY UPDATE`,
+/// not `UPDATE`, so inserts that reference the organization (their foreign
+/// key takes `KEY SHARE`) are not held up and cannot deadlock with it. On
+/// SQLite the write transaction (`BEGIN IMMEDIATE`) already shuts out every
+/// other writer.
+pub async fn lock_organization(conn: &mut AnyConnection, organization_id: i64) -> StoreResult<()> {
+    if is_postgres(conn) {
+        sqlx::query("SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(organization_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
