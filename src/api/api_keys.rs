@@ -68,8 +68,8 @@ fn op_error(e: TokenOpError) -> Response {
         )
             .into_response(),
         TokenOpError::NotFound => error(StatusCode::NOT_FOUND, "No such token."),
-        TokenOpError::NotAllowed => {
-            error(StatusCode::FORBIDDEN, &TokenOpError::NotAllowed.to_string())
+        TokenOpError::NotAllowed | TokenOpError::Locked(_) => {
+            error(StatusCode::FORBIDDEN, &e.to_string())
         }
         TokenOpError::Store(e) => AppError::from(e).into_response(),
     }

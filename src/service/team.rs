@@ -19,7 +19,7 @@ use crate::store::invalidation::Invalidation;
 use crate::store::links::{self, LinkKind, LinkState};
 use crate::store::orgs::{self, OrgPolicy, Role};
 use crate::store::team::{self, MemberRow};
-use crate::store::tokens::{self, Actor, RevokeReason, TokenRecord};
+use crate::store::tokens::{self, Actor, Authority, RevokeReason, TokenRecord};
 use crate::store::{AuditEvent, StoreError, projects, record_audit, sessions};
 use crate::verify::commit_and_invalidate;
 use crate::web::client_ip::RequestMeta;
@@ -588,7 +588,16 @@ pub async fn set_token_disabled(
     let org = who.organization_id();
     let now = state.clock.unix();
     let mut tx = state.db.begin().await?;
-    let changed = tokens::set_disabled(&mut tx, org, token_id, disabled, &by.actor(), now).await?;
+    let changed = tokens::set_disabled(
+        &mut tx,
+        org,
+        token_id,
+        disabled,
+        Authority::Superuser,
+        &by.actor(),
+        now,
+    )
+    .await?;
     if changed && disabled {
         let mail = Mail::TokenDisabledBySuperuser {
             token_id,

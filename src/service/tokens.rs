@@ -16,7 +16,7 @@ use crate::domain::TokenLabel;
 use crate::mail::{self, Mail, RevokedBy};
 use crate::store::invalidation::Invalidation;
 use crate::store::links::{self, LinkKind, LinkState};
-use crate::store::tokens::{self, Actor, NewToken, RevokeReason, TokenRecord};
+use crate::store::tokens::{self, Actor, Authority, NewToken, RevokeReason, TokenRecord};
 use crate::store::{StoreError, orgs, projects};
 use crate::token::{Expiry, PlainToken, ScopeSet, expiry_in_days, parse_new_expiry};
 use crate::verify::commit_and_invalidate;
@@ -48,6 +48,9 @@ pub enum TokenOpError {
     NotFound,
     #[error("Some fields need attention.")]
     Invalid(FieldErrors),
+    /// A superuser's disable holds the token; the owner cannot lift it.
+    #[error("A superuser ({0}) disabled this token; ask a superuser to enable it.")]
+    Locked(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,7 +59,9 @@ impl From<TokenOpError> for crate::error::AppError {
     fn from(e: TokenOpError) -> Self {
         use crate::error::AppError;
         match e {
-            TokenOpError::NotAllowed => AppError::Forbidden(e.to_string()),
+            TokenOpError::NotAllowed | TokenOpError::Locked(_) => {
+                AppError::Forbidden(e.to_string())
+            }
             TokenOpError::NotFound => AppError::NotFound,
             TokenOpError::Invalid(_) => AppError::BadRequest(e.to_string()),
             TokenOpError::Store(s) => s.into(),
@@ -375,7 +380,24 @@ pub async fn update(
         }
     }
     if let Some(enabled) = changes.enabled {
-        tokens::set_disabled(&mut tx, org, id, !enabled, &actor, state.clock.unix()).await?;
+        let changed = tokens::set_disabled(
+            &mut tx,
+            org,
+            id,
+            !enabled,
+            Authority::Owner,
+            &actor,
+            state.clock.unix(),
+        )
+        .await?;
+        if enabled
+            && !changed
+            && let Some(by) = tokens::locked_by(&mut tx, org, id).await?
+        {
+            // Nothing of this request happens, a rename sent along included.
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Err(TokenOpError::Locked(by));
+        }
     }
     commit_and_invalidate(tx, &state.verifier, &[Invalidation::Token(id)]).await?;
     tokens::find_in_org(&state.db, org, id)
