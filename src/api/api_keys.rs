@@ -71,6 +71,13 @@ fn op_error(e: TokenOpError) -> Response {
         TokenOpError::NotAllowed | TokenOpError::Locked(_) => {
             error(StatusCode::FORBIDDEN, &e.to_string())
         }
+        TokenOpError::TooManyLive(_) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        TokenOpError::CreatingTooFast { retry_after, .. } => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, &e.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+            r
+        }
         TokenOpError::Store(e) => AppError::from(e).into_response(),
     }
 }

@@ -421,3 +421,22 @@ pub async fn lock_organization(conn: &mut AnyConnection, organization_id: i64) -
     }
     Ok(())
 }
+
+/// Holds one membership's row until the caller's transaction ends (a
+/// member's token limits: count, then create). As `lock_organization`.
+pub async fn lock_membership(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    user_id: i64,
+) -> StoreResult<()> {
+    if is_postgres(conn) {
+        sqlx::query(
+            "SELECT id FROM memberships WHERE organization_id = $1 AND user_id = $2 FOR NO KEY UPDATE",
+        )
+        .bind(organization_id)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

@@ -175,6 +175,49 @@ pub async fn create(conn: &mut AnyConnection, t: &NewToken<'_>) -> StoreResult<i
     Ok(id)
 }
 
+/// How many live (unrevoked, unexpired) tokens the member holds in the
+/// organization, inside the caller's transaction.
+pub async fn count_live(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    user_id: i64,
+    now: i64,
+) -> StoreResult<i64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM api_tokens WHERE organization_id = $1 AND user_id = $2 \
+         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n)
+}
+
+/// When the member's `nth` newest token created after `since` was created
+/// (revoked ones count: they were created), or `None` when they created
+/// fewer than `nth` since then. Inside the caller's transaction.
+pub async fn nth_newest_creation_since(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    user_id: i64,
+    since: i64,
+    nth: i64,
+) -> StoreResult<Option<i64>> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT created_at FROM api_tokens WHERE organization_id = $1 AND user_id = $2 \
+         AND created_at > $3 ORDER BY created_at DESC LIMIT 1 OFFSET $4",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .bind(since)
+    .bind(nth - 1)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(at,)| at))
+}
+
 /// The owner's tokens in one organization, newest first. Revoked ones only
 /// when asked for (they are tombstones).
 pub async fn list_for_owner(

@@ -546,6 +546,25 @@ pub async fn create(
                 StatusCode::UNPROCESSABLE_ENTITY,
             );
         }
+        // A limit: the form again, with the reason above it and the input kept.
+        Err(e @ (TokenOpError::TooManyLive(_) | TokenOpError::CreatingTooFast { .. })) => {
+            let (status, retry_after) = match e {
+                TokenOpError::CreatingTooFast { retry_after, .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, Some(retry_after))
+                }
+                _ => (StatusCode::UNPROCESSABLE_ENTITY, None),
+            };
+            let mut errors = FieldErrors::default();
+            errors.add("form", e.to_string());
+            let view = create_form_view(&state, &who, &form, errors).await?;
+            let mut response = render_create_form(&state, &who, &headers, csrf.0, view, status)?;
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, seconds.into());
+            }
+            return Ok(response);
+        }
         Err(e) => return Err(op_error(e)),
     };
     let created = CreatedView {
