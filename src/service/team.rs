@@ -14,6 +14,7 @@ use crate::auth::secret::Secret;
 use crate::auth::session::{SignedIn, start_session};
 use crate::domain::EmailAddress;
 use crate::mail::{self, Mail, RevokedBy};
+use crate::request::RequestMeta;
 use crate::service::tokens::FieldErrors;
 use crate::store::invalidation::Invalidation;
 use crate::store::links::{self, LinkKind, LinkState};
@@ -22,7 +23,6 @@ use crate::store::team::{self, MemberRow};
 use crate::store::tokens::{self, Actor, Authority, RevokeReason, TokenRecord};
 use crate::store::{AuditEvent, StoreError, projects, record_audit, sessions};
 use crate::verify::commit_and_invalidate;
-use crate::web::client_ip::RequestMeta;
 
 /// Bounds of the policy's numbers: generous, but not absurd.
 pub const MAX_PER_MINUTE: i64 = 1_000_000;
@@ -836,15 +836,8 @@ pub async fn update_policy(
 // ---------------------------------------------------------------- projects
 
 fn project_name(raw: &str) -> Result<String, TeamOpError> {
-    let name = raw.trim();
-    let len = name.chars().count();
-    if len == 0 || len > MAX_PROJECT_NAME || name.chars().any(char::is_control) {
-        return Err(invalid(
-            "project",
-            format!("A project name is 1–{MAX_PROJECT_NAME} characters."),
-        ));
-    }
-    Ok(name.to_string())
+    crate::domain::parse_name(raw, "project name", MAX_PROJECT_NAME)
+        .map_err(|e| invalid("project", e.0))
 }
 
 async fn project_write(

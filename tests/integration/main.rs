@@ -5,13 +5,17 @@
 mod harness;
 
 mod api_keys;
+mod bad_input;
 mod bearer;
 mod browser;
 mod cli;
+mod client_ip;
+mod dev_mail;
 mod health;
 mod mail;
 mod notifications;
 mod secrets;
+mod sessions;
 mod signin;
 mod static_assets;
 mod store;
