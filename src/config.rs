@@ -349,6 +349,10 @@ pub struct Config {
     /// `/auth/verify` answers a rate-limited request with 403 instead of
     /// 429: nginx `auth_request` turns any status but 2xx/401/403 into a 500.
     pub verify_429_as_403: bool,
+    /// Live (unrevoked, unexpired) tokens a member may hold per organization.
+    pub max_live_tokens_per_member: u32,
+    /// Tokens a member may create per organization in any hour.
+    pub token_creations_per_hour: u32,
     /// The MCP server agents connect to with a token; shown on the "shown
     /// once" dialog with ready-made commands. `None` hides that card.
     pub mcp_url: Option<Url>,
@@ -384,6 +388,8 @@ struct FileConfig {
     session_lifetime_hours: Option<u64>,
     rate_limits: Option<RateLimits>,
     verify_429_as_403: Option<bool>,
+    max_live_tokens_per_member: Option<u32>,
+    token_creations_per_hour: Option<u32>,
     scopes: Option<Vec<FileScope>>,
 }
 
@@ -514,6 +520,21 @@ impl Config {
             None => file.verify_429_as_403.unwrap_or(false),
         };
 
+        let max_live_tokens_per_member = per_member_limit(
+            vars,
+            "KEYSMITH_MAX_LIVE_TOKENS_PER_MEMBER",
+            "max_live_tokens_per_member",
+            file.max_live_tokens_per_member,
+            100,
+        )?;
+        let token_creations_per_hour = per_member_limit(
+            vars,
+            "KEYSMITH_TOKEN_CREATIONS_PER_HOUR",
+            "token_creations_per_hour",
+            file.token_creations_per_hour,
+            30,
+        )?;
+
         let introspection_clients = match vars.get("KEYSMITH_INTROSPECTION_CREDENTIALS") {
             Some(raw) => parse_introspection_clients(raw)?,
             None => Vec::new(),
@@ -595,6 +616,8 @@ impl Config {
             rate_limits,
             introspection_clients,
             verify_429_as_403,
+            max_live_tokens_per_member,
+            token_creations_per_hour,
             mcp_url,
             mcp_name,
             trusted_proxies,
@@ -684,6 +707,42 @@ fn parse_bool(setting: &str, raw: &str) -> Result<bool, ConfigError> {
             format!("\"{raw}\" is not true or false"),
         )),
     }
+}
+
+/// Upper bound of the per-member token limits: beyond it a limit means nothing.
+const MAX_PER_MEMBER_LIMIT: u32 = 1_000_000;
+
+/// A per-member token limit from the environment or the file: a whole
+/// number from 1 to a million.
+fn per_member_limit(
+    vars: &HashMap<String, String>,
+    env: &str,
+    key: &str,
+    file_value: Option<u32>,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    let (setting, n) = match vars.get(env) {
+        Some(raw) => match raw.trim().parse::<u32>() {
+            Ok(n) => (env.to_string(), n),
+            Err(_) => {
+                return Err(ConfigError::new(
+                    env,
+                    format!("\"{raw}\" is not a whole number from 1 to {MAX_PER_MEMBER_LIMIT}"),
+                ));
+            }
+        },
+        None => (
+            format!("keysmith.toml {key}"),
+            file_value.unwrap_or(default),
+        ),
+    };
+    if !(1..=MAX_PER_MEMBER_LIMIT).contains(&n) {
+        return Err(ConfigError::new(
+            setting,
+            format!("{n} is out of range: give a whole number from 1 to {MAX_PER_MEMBER_LIMIT}"),
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_positive(setting: &str, raw: &str) -> Result<u32, ConfigError> {
@@ -947,5 +1006,49 @@ mod tests {
         let e = load(&[("KEYSMITH_CONFIG", "/nonexistent/keysmith.toml")]).unwrap_err();
         assert_eq!(e.setting, "KEYSMITH_CONFIG");
         assert!(e.message.contains("cannot read"));
+    }
+
+    #[test]
+    fn per_member_token_limits_default_and_refuse_bad_values_by_name() {
+        let c = load(&[]).unwrap();
+        assert_eq!(
+            (c.max_live_tokens_per_member, c.token_creations_per_hour),
+            (100, 30)
+        );
+        let c = load(&[
+            ("KEYSMITH_MAX_LIVE_TOKENS_PER_MEMBER", " 5 "),
+            ("KEYSMITH_TOKEN_CREATIONS_PER_HOUR", "1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.max_live_tokens_per_member, c.token_creations_per_hour),
+            (5, 1)
+        );
+        for (var, bad) in [
+            ("KEYSMITH_MAX_LIVE_TOKENS_PER_MEMBER", "0"),
+            ("KEYSMITH_MAX_LIVE_TOKENS_PER_MEMBER", "-3"),
+            ("KEYSMITH_TOKEN_CREATIONS_PER_HOUR", "lots"),
+            ("KEYSMITH_TOKEN_CREATIONS_PER_HOUR", "1000001"),
+        ] {
+            let e = load(&[(var, bad)]).unwrap_err();
+            assert_eq!(e.setting, var, "{bad}");
+            assert!(
+                e.message.contains("from 1 to 1000000"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keysmith.toml");
+        std::fs::write(
+            &path,
+            "max_live_tokens_per_member = 7\ntoken_creations_per_hour = 0\n",
+        )
+        .unwrap();
+        let e = load(&[("KEYSMITH_CONFIG", path.to_str().unwrap())]).unwrap_err();
+        assert_eq!(e.setting, "keysmith.toml token_creations_per_hour");
+        std::fs::write(&path, "max_live_tokens_per_member = 7\n").unwrap();
+        let c = load(&[("KEYSMITH_CONFIG", path.to_str().unwrap())]).unwrap();
+        assert_eq!(c.max_live_tokens_per_member, 7);
     }
 }

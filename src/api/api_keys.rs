@@ -68,8 +68,15 @@ fn op_error(e: TokenOpError) -> Response {
         )
             .into_response(),
         TokenOpError::NotFound => error(StatusCode::NOT_FOUND, "No such token."),
-        TokenOpError::NotAllowed => {
-            error(StatusCode::FORBIDDEN, &TokenOpError::NotAllowed.to_string())
+        TokenOpError::NotAllowed | TokenOpError::Locked(_) => {
+            error(StatusCode::FORBIDDEN, &e.to_string())
+        }
+        TokenOpError::TooManyLive(_) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+        TokenOpError::CreatingTooFast { retry_after, .. } => {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, &e.to_string());
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));
+            r
         }
         TokenOpError::Store(e) => AppError::from(e).into_response(),
     }

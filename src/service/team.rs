@@ -19,9 +19,9 @@ use crate::service::tokens::FieldErrors;
 use crate::store::invalidation::Invalidation;
 use crate::store::links::{self, LinkKind, LinkState};
 use crate::store::orgs::{self, OrgPolicy, Role};
-use crate::store::team::{self, MemberRow, MemberStatus};
-use crate::store::tokens::{self, Actor, RevokeReason, TokenRecord};
-use crate::store::{AuditEvent, StoreError, projects, record_audit};
+use crate::store::team::{self, MemberRow};
+use crate::store::tokens::{self, Actor, Authority, RevokeReason, TokenRecord};
+use crate::store::{AuditEvent, StoreError, projects, record_audit, sessions};
 use crate::verify::commit_and_invalidate;
 
 /// Bounds of the policy's numbers: generous, but not absurd.
@@ -224,6 +224,31 @@ fn last_superuser(who: &SignedIn) -> TeamOpError {
     ))
 }
 
+/// Inside a role or status change's transaction: the organization is
+/// locked, the actor is still a working superuser (not demoted a moment
+/// ago by someone else), and when `removing` the target's superuser powers
+/// (a demotion or a disable) at least one other working superuser remains.
+/// Only joined, enabled superusers count: an invitee cannot sign in yet.
+async fn superuser_guard(
+    tx: &mut sqlx::AnyConnection,
+    who: &SignedIn,
+    user_id: i64,
+    removing: bool,
+) -> Result<(), TeamOpError> {
+    let org = who.organization_id();
+    orgs::lock_organization(tx, org).await?;
+    if !team::is_working_superuser(tx, org, who.user_id).await? {
+        return Err(TeamOpError::NotSuperuser);
+    }
+    if removing
+        && team::is_working_superuser(tx, org, user_id).await?
+        && team::count_working_superusers(tx, org).await? <= 1
+    {
+        return Err(last_superuser(who));
+    }
+    Ok(())
+}
+
 /// Promotes to superuser or demotes to member. The last enabled superuser
 /// cannot be demoted.
 pub async fn set_role(
@@ -237,13 +262,9 @@ pub async fn set_role(
     let by = By::new(who, meta);
     let org = who.organization_id();
     let mut tx = state.db.begin().await?;
-    if role == Role::Member
-        && m.role == Role::Superuser
-        && m.status != MemberStatus::Disabled
-        && team::count_enabled_superusers(&mut tx, org).await? <= 1
-    {
+    if let Err(e) = superuser_guard(&mut tx, who, user_id, role == Role::Member).await {
         tx.rollback().await.map_err(StoreError::from)?;
-        return Err(last_superuser(who));
+        return Err(e);
     }
     if !team::set_role(&mut tx, org, user_id, role).await? {
         tx.rollback().await.map_err(StoreError::from)?;
@@ -272,20 +293,15 @@ pub async fn set_disabled(
     let by = By::new(who, meta);
     let org = who.organization_id();
     let mut tx = state.db.begin().await?;
-    if disabled {
-        if m.role == Role::Superuser
-            && m.status != MemberStatus::Disabled
-            && team::count_enabled_superusers(&mut tx, org).await? <= 1
-        {
-            tx.rollback().await.map_err(StoreError::from)?;
-            return Err(last_superuser(who));
-        }
-        if user_id == who.user_id {
-            tx.rollback().await.map_err(StoreError::from)?;
-            return Err(TeamOpError::Refused(
-                "You cannot disable yourself. Ask another superuser.".into(),
-            ));
-        }
+    if let Err(e) = superuser_guard(&mut tx, who, user_id, disabled).await {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Err(e);
+    }
+    if disabled && user_id == who.user_id {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Err(TeamOpError::Refused(
+            "You cannot disable yourself. Ask another superuser.".into(),
+        ));
     }
     if !orgs::set_member_disabled(&mut tx, org, user_id, disabled, state.clock.unix()).await? {
         tx.rollback().await.map_err(StoreError::from)?;
@@ -363,13 +379,31 @@ pub async fn invite(
 
 /// What an invitation link came to.
 pub enum Invitation {
-    /// Good: the organization it is for, ready for the Accept button.
+    /// Good, and whoever holds the link may press Accept: the invitee is
+    /// signed in, or has no account yet (then accepting is their first
+    /// sign-in).
     Ready {
         organization: String,
+        email: String,
+        /// The invitee is signed in already (accepting adds the
+        /// organization to their session).
+        signed_in: bool,
     },
-    /// Accepted: the new session's cookie.
+    /// For an existing account: only that account, signed in, may accept.
+    /// The link alone never signs anyone in to it.
+    SignInFirst {
+        organization: String,
+        email: String,
+    },
+    /// Someone else is signed in here.
+    WrongAccount {
+        email: String,
+        signed_in_as: String,
+    },
+    /// Accepted. The new session's cookie when this was the invitee's first
+    /// sign-in; `None` when they were signed in already.
     Accepted {
-        cookie: Cookie<'static>,
+        cookie: Option<Cookie<'static>>,
     },
     Used,
     Expired,
@@ -378,10 +412,58 @@ pub enum Invitation {
     Withdrawn,
 }
 
-/// Looks at an invitation link without using it.
+fn link_outcome(link: &LinkState) -> Invitation {
+    match link {
+        LinkState::Used | LinkState::Valid(_) => Invitation::Used,
+        LinkState::Expired => Invitation::Expired,
+        LinkState::Unknown => Invitation::Unknown,
+    }
+}
+
+/// Who may use a valid invitation for `user_id`, seen from `viewer` (the
+/// session in this browser, if any), inside the caller's connection. An
+/// address "has an account" once it can sign in: it has joined some
+/// organization and is enabled there. Before that, the invitation is the
+/// only way in, and accepting it is the first sign-in.
+async fn who_may_accept(
+    conn: &mut sqlx::AnyConnection,
+    state: &AppState,
+    user_id: i64,
+    organization: String,
+    viewer: Option<&SignedIn>,
+) -> Result<Invitation, StoreError> {
+    let email = orgs::user_email(&state.db, user_id)
+        .await?
+        .unwrap_or_default();
+    Ok(match viewer {
+        Some(v) if v.user_id != user_id => Invitation::WrongAccount {
+            email,
+            signed_in_as: v.email.clone(),
+        },
+        Some(_) => Invitation::Ready {
+            organization,
+            email,
+            signed_in: true,
+        },
+        None if !orgs::active_memberships_in(conn, user_id).await?.is_empty() => {
+            Invitation::SignInFirst {
+                organization,
+                email,
+            }
+        }
+        None => Invitation::Ready {
+            organization,
+            email,
+            signed_in: false,
+        },
+    })
+}
+
+/// Looks at an invitation link without using it, as `viewer` would see it.
 pub async fn inspect_invitation(
     state: &AppState,
     secret: &Secret,
+    viewer: Option<&SignedIn>,
 ) -> Result<Invitation, StoreError> {
     let mut conn = state.db.pool().acquire().await?;
     let link = links::inspect(
@@ -391,47 +473,56 @@ pub async fn inspect_invitation(
         state.clock.unix(),
     )
     .await?;
-    drop(conn);
-    Ok(match link {
-        LinkState::Valid(record) => match record.organization_id {
-            Some(org) => match orgs::organization_name(&state.db, org).await? {
-                Some(organization) => Invitation::Ready { organization },
-                None => Invitation::Unknown,
-            },
-            None => Invitation::Unknown,
-        },
-        LinkState::Used => Invitation::Used,
-        LinkState::Expired => Invitation::Expired,
-        LinkState::Unknown => Invitation::Unknown,
-    })
+    let LinkState::Valid(record) = &link else {
+        return Ok(link_outcome(&link));
+    };
+    let (Some(org), Some(user_id)) = (record.organization_id, record.user_id) else {
+        return Ok(Invitation::Unknown);
+    };
+    let Some(organization) = orgs::organization_name(&state.db, org).await? else {
+        return Ok(Invitation::Unknown);
+    };
+    who_may_accept(&mut conn, state, user_id, organization, viewer).await
 }
 
-/// Uses an invitation link: marks the membership joined and signs the
-/// invitee in, in one transaction. The link is the credential.
+/// Uses an invitation link: marks the membership joined, in one
+/// transaction with its audit event. Only the invitee may: signed in as
+/// themselves (the session now looks at the new organization), or, for an
+/// address without an account yet, by the link alone (which then starts
+/// their first session). Anyone else is refused and the link stays unused.
 pub async fn accept_invitation(
     state: &AppState,
     secret: &Secret,
     meta: &RequestMeta,
+    viewer: Option<&SignedIn>,
 ) -> Result<Invitation, StoreError> {
     let now = state.clock.unix();
     let ip = meta.ip_string();
+    let digest = secret.digest_hex();
     let mut tx = state.db.begin().await?;
-    let link = links::consume(&mut tx, LinkKind::Invite, &secret.digest_hex(), now).await?;
-    let record = match link {
-        LinkState::Valid(record) => record,
-        other => {
-            tx.rollback().await?;
-            return Ok(match other {
-                LinkState::Expired => Invitation::Expired,
-                LinkState::Unknown => Invitation::Unknown,
-                _ => Invitation::Used,
-            });
-        }
+    let link = links::inspect(&mut tx, LinkKind::Invite, &digest, now).await?;
+    let LinkState::Valid(record) = &link else {
+        tx.rollback().await?;
+        return Ok(link_outcome(&link));
     };
     let (Some(org), Some(user_id)) = (record.organization_id, record.user_id) else {
-        tx.commit().await?;
+        tx.rollback().await?;
         return Ok(Invitation::Unknown);
     };
+    let organization = orgs::organization_name(&state.db, org)
+        .await?
+        .unwrap_or_default();
+    let may = who_may_accept(&mut tx, state, user_id, organization, viewer).await?;
+    if !matches!(may, Invitation::Ready { .. }) {
+        tx.rollback().await?;
+        return Ok(may);
+    }
+    // One atomic use: of two presses at once, one joins.
+    let consumed = links::consume(&mut tx, LinkKind::Invite, &digest, now).await?;
+    if !matches!(consumed, LinkState::Valid(_)) {
+        tx.rollback().await?;
+        return Ok(link_outcome(&consumed));
+    }
     if !team::accept_invitation(&mut tx, org, user_id, now).await? {
         // The link is spent either way: a withdrawn invitation stays withdrawn.
         tx.commit().await?;
@@ -450,18 +541,30 @@ pub async fn accept_invitation(
         },
     )
     .await?;
-    let cookie = start_session(
-        &mut tx,
-        &state.config,
-        user_id,
-        org,
-        &ip,
-        meta.user_agent.as_deref(),
-        now,
-    )
-    .await?;
+    let cookie = match viewer {
+        Some(_) => None,
+        None => Some(
+            start_session(
+                &mut tx,
+                &state.config,
+                user_id,
+                org,
+                &ip,
+                meta.user_agent.as_deref(),
+                now,
+            )
+            .await?,
+        ),
+    };
     tx.commit().await?;
-    tracing::info!(user_id, "invitation accepted");
+    if let Some(v) = viewer {
+        sessions::set_current_organization(&state.db, v.session_id, org).await?;
+    }
+    tracing::info!(
+        user_id,
+        first_sign_in = viewer.is_none(),
+        "invitation accepted"
+    );
     Ok(Invitation::Accepted { cookie })
 }
 
@@ -485,7 +588,16 @@ pub async fn set_token_disabled(
     let org = who.organization_id();
     let now = state.clock.unix();
     let mut tx = state.db.begin().await?;
-    let changed = tokens::set_disabled(&mut tx, org, token_id, disabled, &by.actor(), now).await?;
+    let changed = tokens::set_disabled(
+        &mut tx,
+        org,
+        token_id,
+        disabled,
+        Authority::Superuser,
+        &by.actor(),
+        now,
+    )
+    .await?;
     if changed && disabled {
         let mail = Mail::TokenDisabledBySuperuser {
             token_id,

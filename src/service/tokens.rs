@@ -17,7 +17,7 @@ use crate::mail::{self, Mail, RevokedBy};
 use crate::request::RequestMeta;
 use crate::store::invalidation::Invalidation;
 use crate::store::links::{self, LinkKind, LinkState};
-use crate::store::tokens::{self, Actor, NewToken, RevokeReason, TokenRecord};
+use crate::store::tokens::{self, Actor, Authority, NewToken, RevokeReason, TokenRecord};
 use crate::store::{StoreError, orgs, projects};
 use crate::token::{Expiry, PlainToken, ScopeSet, expiry_in_days, parse_new_expiry};
 use crate::verify::commit_and_invalidate;
@@ -48,17 +48,39 @@ pub enum TokenOpError {
     NotFound,
     #[error("Some fields need attention.")]
     Invalid(FieldErrors),
+    /// A superuser's disable holds the token; the owner cannot lift it.
+    #[error("A superuser ({0}) disabled this token; ask a superuser to enable it.")]
+    Locked(String),
+    /// The member holds as many live tokens as the deployment allows.
+    #[error("You have {0} live tokens, the most allowed; revoke some first.")]
+    TooManyLive(u32),
+    /// The member created as many tokens in the past hour as allowed.
+    #[error(
+        "You have created {limit} tokens in the past hour, the most allowed. Try again in {} minute{}.",
+        retry_minutes(*retry_after),
+        if retry_minutes(*retry_after) == 1 { "" } else { "s" }
+    )]
+    CreatingTooFast { limit: u32, retry_after: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Whole minutes, rounded up, for "try again in N minutes".
+fn retry_minutes(seconds: u64) -> u64 {
+    seconds.div_ceil(60).max(1)
 }
 
 impl From<TokenOpError> for crate::error::AppError {
     fn from(e: TokenOpError) -> Self {
         use crate::error::AppError;
         match e {
-            TokenOpError::NotAllowed => AppError::Forbidden(e.to_string()),
+            TokenOpError::NotAllowed | TokenOpError::Locked(_) => {
+                AppError::Forbidden(e.to_string())
+            }
             TokenOpError::NotFound => AppError::NotFound,
-            TokenOpError::Invalid(_) => AppError::BadRequest(e.to_string()),
+            TokenOpError::Invalid(_)
+            | TokenOpError::TooManyLive(_)
+            | TokenOpError::CreatingTooFast { .. } => AppError::BadRequest(e.to_string()),
             TokenOpError::Store(s) => s.into(),
         }
     }
@@ -256,6 +278,38 @@ fn actor<'a>(who: &SignedIn, meta: &'a RequestMeta, ip: &'a str) -> Actor<'a> {
     }
 }
 
+/// The per-member limits on creation, checked inside the creating
+/// transaction with the membership locked, so two creations at once cannot
+/// both take the last place: at most `max_live_tokens_per_member` live
+/// tokens, and at most `token_creations_per_hour` created in any hour.
+async fn within_limits(
+    state: &AppState,
+    tx: &mut sqlx::AnyConnection,
+    who: &SignedIn,
+) -> Result<(), TokenOpError> {
+    const HOUR: i64 = 3600;
+    let (org, user) = (who.organization_id(), who.user_id);
+    let now = state.clock.unix();
+    orgs::lock_membership(tx, org, user).await?;
+    let max_live = state.config.max_live_tokens_per_member;
+    if tokens::count_live(tx, org, user, now).await? >= i64::from(max_live) {
+        return Err(TokenOpError::TooManyLive(max_live));
+    }
+    let per_hour = state.config.token_creations_per_hour;
+    let since = now - HOUR;
+    if let Some(at) =
+        tokens::nth_newest_creation_since(tx, org, user, since, i64::from(per_hour)).await?
+    {
+        // A place frees up when that creation is an hour old.
+        let retry_after = (at + HOUR - now).clamp(1, HOUR) as u64;
+        return Err(TokenOpError::CreatingTooFast {
+            limit: per_hour,
+            retry_after,
+        });
+    }
+    Ok(())
+}
+
 /// Creates a token for the signed-in member. The plaintext is returned once
 /// and exists nowhere else.
 pub async fn create(
@@ -269,6 +323,10 @@ pub async fn create(
     let plain = PlainToken::generate(&state.config.token_prefix);
     let ip = meta.ip_string();
     let mut tx = state.db.begin().await?;
+    if let Err(e) = within_limits(state, &mut tx, who).await {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Err(e);
+    }
     let created = tokens::create(
         &mut tx,
         &NewToken {
@@ -375,7 +433,24 @@ pub async fn update(
         }
     }
     if let Some(enabled) = changes.enabled {
-        tokens::set_disabled(&mut tx, org, id, !enabled, &actor, state.clock.unix()).await?;
+        let changed = tokens::set_disabled(
+            &mut tx,
+            org,
+            id,
+            !enabled,
+            Authority::Owner,
+            &actor,
+            state.clock.unix(),
+        )
+        .await?;
+        if enabled
+            && !changed
+            && let Some(by) = tokens::locked_by(&mut tx, org, id).await?
+        {
+            // Nothing of this request happens, a rename sent along included.
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Err(TokenOpError::Locked(by));
+        }
     }
     commit_and_invalidate(tx, &state.verifier, &[Invalidation::Token(id)]).await?;
     tokens::find_in_org(&state.db, org, id)

@@ -399,3 +399,44 @@ pub async fn organization_name(db: &Db, organization_id: i64) -> StoreResult<Opt
         .await?;
     Ok(row.map(|(n,)| n))
 }
+
+fn is_postgres(conn: &AnyConnection) -> bool {
+    conn.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME
+}
+
+/// Holds the organization's row until the caller's transaction ends, so a
+/// check-then-act rule over its memberships (the last superuser) sees no
+/// writer acting at the same moment. PostgreSQL needs the row lock (READ
+/// COMMITTED lets two transactions count the same rows); `NO KEY UPDATE`,
+/// not `UPDATE`, so inserts that reference the organization (their foreign
+/// key takes `KEY SHARE`) are not held up and cannot deadlock with it. On
+/// SQLite the write transaction (`BEGIN IMMEDIATE`) already shuts out every
+/// other writer.
+pub async fn lock_organization(conn: &mut AnyConnection, organization_id: i64) -> StoreResult<()> {
+    if is_postgres(conn) {
+        sqlx::query("SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(organization_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Holds one membership's row until the caller's transaction ends (a
+/// member's token limits: count, then create). As `lock_organization`.
+pub async fn lock_membership(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    user_id: i64,
+) -> StoreResult<()> {
+    if is_postgres(conn) {
+        sqlx::query(
+            "SELECT id FROM memberships WHERE organization_id = $1 AND user_id = $2 FOR NO KEY UPDATE",
+        )
+        .bind(organization_id)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

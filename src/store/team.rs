@@ -161,20 +161,40 @@ pub async fn superuser_emails(db: &Db, organization_id: i64) -> StoreResult<Vec<
     Ok(rows.into_iter().map(|(e,)| e).collect())
 }
 
-/// Enabled superusers, counted inside the caller's transaction (the
-/// last-superuser guard must see the same state it changes).
-pub async fn count_enabled_superusers(
+/// Superusers who can act: joined (an invitee who never accepted cannot
+/// sign in) and enabled. Counted inside the caller's transaction, after
+/// `orgs::lock_organization`, so the last-superuser guard sees the state it
+/// changes.
+pub async fn count_working_superusers(
     conn: &mut AnyConnection,
     organization_id: i64,
 ) -> StoreResult<i64> {
     let (n,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM memberships \
-         WHERE organization_id = $1 AND role = 'superuser' AND disabled_at IS NULL",
+         WHERE organization_id = $1 AND role = 'superuser' AND disabled_at IS NULL AND joined_at IS NOT NULL",
     )
     .bind(organization_id)
     .fetch_one(&mut *conn)
     .await?;
     Ok(n)
+}
+
+/// Whether the user is a joined, enabled superuser of the organization now,
+/// inside the caller's transaction (an actor demoted a moment ago is not).
+pub async fn is_working_superuser(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    user_id: i64,
+) -> StoreResult<bool> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT user_id FROM memberships WHERE organization_id = $1 AND user_id = $2 \
+         AND role = 'superuser' AND disabled_at IS NULL AND joined_at IS NOT NULL",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.is_some())
 }
 
 /// Changes a member's role. False when nothing changed.

@@ -41,6 +41,26 @@ pub struct TokenRecord {
     pub last_used_method: Option<String>,
     pub last_used_path: Option<String>,
     pub last_used_ip: Option<String>,
+    /// Who disabled it, while it is disabled (unknown for tokens disabled
+    /// before this was recorded and never named in the audit log).
+    pub disabled_by: Option<DisabledBy>,
+}
+
+/// The person whose disable holds a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledBy {
+    pub user_id: i64,
+    pub email: String,
+}
+
+impl TokenRecord {
+    /// Disabled by someone other than its owner (a superuser, on the Team
+    /// page): only a superuser may enable it again.
+    pub fn locked_by(&self) -> Option<&DisabledBy> {
+        self.disabled_by
+            .as_ref()
+            .filter(|by| by.user_id != self.user_id)
+    }
 }
 
 /// The columns `TokenRecord` is read from, followed by the rest of a query.
@@ -50,67 +70,62 @@ macro_rules! select_tokens {
         concat!(
             "SELECT id, user_id, organization_id, label, display_prefix, scopes, created_at, created_ip, \
              created_user_agent, expires_at, disabled_at, revoked_at, last_used_at, last_used_method, \
-             last_used_path, last_used_ip FROM api_tokens ",
+             last_used_path, last_used_ip, disabled_by_user_id, \
+             (SELECT u.email FROM users u WHERE u.id = api_tokens.disabled_by_user_id) AS disabled_by_email \
+             FROM api_tokens ",
             $rest
         )
     };
 }
 
-type TokenRow = (
-    i64,
-    i64,
-    i64,
-    String,
-    String,
-    String,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: i64,
+    user_id: i64,
+    organization_id: i64,
+    label: String,
+    display_prefix: String,
+    scopes: String,
+    created_at: i64,
+    created_ip: Option<String>,
+    created_user_agent: Option<String>,
+    expires_at: Option<i64>,
+    disabled_at: Option<i64>,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+    last_used_method: Option<String>,
+    last_used_path: Option<String>,
+    last_used_ip: Option<String>,
+    disabled_by_user_id: Option<i64>,
+    disabled_by_email: Option<String>,
+}
 
 fn record(row: TokenRow) -> TokenRecord {
-    let (
-        id,
-        user_id,
-        organization_id,
-        label,
-        display_prefix,
-        scopes,
-        created_at,
-        created_ip,
-        created_user_agent,
-        expires_at,
-        disabled_at,
-        revoked_at,
-        last_used_at,
-        last_used_method,
-        last_used_path,
-        last_used_ip,
-    ) = row;
     TokenRecord {
-        id,
-        user_id,
-        organization_id,
-        label,
-        display_prefix,
-        scopes: ScopeSet::from_stored(&scopes),
-        created_at,
-        created_ip,
-        created_user_agent,
-        expires_at,
-        disabled_at,
-        revoked_at,
-        last_used_at,
-        last_used_method,
-        last_used_path,
-        last_used_ip,
+        id: row.id,
+        user_id: row.user_id,
+        organization_id: row.organization_id,
+        label: row.label,
+        display_prefix: row.display_prefix,
+        scopes: ScopeSet::from_stored(&row.scopes),
+        created_at: row.created_at,
+        created_ip: row.created_ip,
+        created_user_agent: row.created_user_agent,
+        expires_at: row.expires_at,
+        disabled_at: row.disabled_at,
+        revoked_at: row.revoked_at,
+        last_used_at: row.last_used_at,
+        last_used_method: row.last_used_method,
+        last_used_path: row.last_used_path,
+        last_used_ip: row.last_used_ip,
+        // Who disabled it matters only while it is disabled.
+        disabled_by: match (row.disabled_at, row.disabled_by_user_id) {
+            (Some(_), Some(user_id)) => Some(DisabledBy {
+                user_id,
+                email: row.disabled_by_email.unwrap_or_default(),
+            }),
+            _ => None,
+        },
     }
 }
 
@@ -158,6 +173,49 @@ pub async fn create(conn: &mut AnyConnection, t: &NewToken<'_>) -> StoreResult<i
     )
     .await?;
     Ok(id)
+}
+
+/// How many live (unrevoked, unexpired) tokens the member holds in the
+/// organization, inside the caller's transaction.
+pub async fn count_live(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    user_id: i64,
+    now: i64,
+) -> StoreResult<i64> {
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM api_tokens WHERE organization_id = $1 AND user_id = $2 \
+         AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(n)
+}
+
+/// When the member's `nth` newest token created after `since` was created
+/// (revoked ones count: they were created), or `None` when they created
+/// fewer than `nth` since then. Inside the caller's transaction.
+pub async fn nth_newest_creation_since(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    user_id: i64,
+    since: i64,
+    nth: i64,
+) -> StoreResult<Option<i64>> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT created_at FROM api_tokens WHERE organization_id = $1 AND user_id = $2 \
+         AND created_at > $3 ORDER BY created_at DESC LIMIT 1 OFFSET $4",
+    )
+    .bind(organization_id)
+    .bind(user_id)
+    .bind(since)
+    .bind(nth - 1)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(at,)| at))
 }
 
 /// The owner's tokens in one organization, newest first. Revoked ones only
@@ -256,33 +314,48 @@ pub async fn revoke(
     Ok(true)
 }
 
-/// Disables or re-enables a live token. Returns false when there is no such
-/// live token or it is already in that state.
+/// Whose say an enable carries: an owner lifts only a disable they made
+/// (or one from before this was recorded); a superuser lifts any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    Owner,
+    Superuser,
+}
+
+/// Disables or re-enables a live token, recording who disabled it. Returns
+/// false when there is no such live token, it is already in that state, or
+/// (enabling as its owner) someone else's disable holds it.
 pub async fn set_disabled(
     conn: &mut AnyConnection,
     organization_id: i64,
     token_id: i64,
     disabled: bool,
+    authority: Authority,
     actor: &Actor<'_>,
     now: i64,
 ) -> StoreResult<bool> {
     let done = if disabled {
         sqlx::query(
-            "UPDATE api_tokens SET disabled_at = $1 \
-             WHERE id = $2 AND organization_id = $3 AND revoked_at IS NULL AND disabled_at IS NULL",
+            "UPDATE api_tokens SET disabled_at = $1, disabled_by_user_id = $2 \
+             WHERE id = $3 AND organization_id = $4 AND revoked_at IS NULL AND disabled_at IS NULL",
         )
         .bind(now)
+        .bind(actor.user_id)
         .bind(token_id)
         .bind(organization_id)
         .execute(&mut *conn)
         .await?
     } else {
+        // The owner's condition is part of the update, so a superuser's
+        // disable landing at the same moment cannot be undone by it.
         sqlx::query(
-            "UPDATE api_tokens SET disabled_at = NULL \
-             WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL AND disabled_at IS NOT NULL",
+            "UPDATE api_tokens SET disabled_at = NULL, disabled_by_user_id = NULL \
+             WHERE id = $1 AND organization_id = $2 AND revoked_at IS NULL AND disabled_at IS NOT NULL \
+             AND ($3 = 0 OR disabled_by_user_id IS NULL OR disabled_by_user_id = user_id)",
         )
         .bind(token_id)
         .bind(organization_id)
+        .bind(i64::from(authority == Authority::Owner))
         .execute(&mut *conn)
         .await?
     };
@@ -296,6 +369,26 @@ pub async fn set_disabled(
     };
     audit_token(conn, organization_id, token_id, action, None, actor).await?;
     Ok(true)
+}
+
+/// Who holds a live token disabled against its owner, read inside the
+/// caller's transaction: the email of the person (not the owner) who
+/// disabled it, or `None`.
+pub async fn locked_by(
+    conn: &mut AnyConnection,
+    organization_id: i64,
+    token_id: i64,
+) -> StoreResult<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT u.email FROM api_tokens t JOIN users u ON u.id = t.disabled_by_user_id \
+         WHERE t.id = $1 AND t.organization_id = $2 AND t.revoked_at IS NULL \
+         AND t.disabled_at IS NOT NULL AND t.disabled_by_user_id <> t.user_id",
+    )
+    .bind(token_id)
+    .bind(organization_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(email,)| email))
 }
 
 /// Renames a live token. `Conflict` when the owner has another live token

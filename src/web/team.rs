@@ -24,7 +24,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::auth::csrf::CsrfToken;
 use crate::auth::secret::Secret;
-use crate::auth::session::{SignedIn, url_encode};
+use crate::auth::session::{SignedIn, current_session, url_encode};
 use crate::error::AppError;
 use crate::request::RequestMeta;
 use crate::service::team::{
@@ -1292,71 +1292,164 @@ struct InvitePage {
     layout: Layout,
     title: String,
     message: String,
+    /// Where Accept posts, when the viewer may accept.
     action: Option<String>,
+    /// Sign in first (as the invitee), coming back here.
+    signin: Option<String>,
+    /// Someone else is signed in: offer to sign out.
+    sign_out: bool,
 }
 
-fn invite_page(
+impl InvitePage {
+    fn new(layout: Layout, title: impl Into<String>, message: impl Into<String>) -> InvitePage {
+        InvitePage {
+            layout,
+            title: title.into(),
+            message: message.into(),
+            action: None,
+            signin: None,
+            sign_out: false,
+        }
+    }
+}
+
+fn invite_layout(state: &AppState, csrf: &str, viewer: Option<&SignedIn>) -> Layout {
+    match viewer {
+        Some(who) => Layout::signed_in(csrf, state.dev_mail_enabled(), who, ""),
+        None => Layout::anonymous(csrf, state.dev_mail_enabled()),
+    }
+}
+
+fn invite_path(secret: &Secret) -> String {
+    format!("/invite/{}", secret.expose_secret())
+}
+
+fn signin_then(secret: &Secret) -> String {
+    format!("/signin?next={}", url_encode(&invite_path(secret)))
+}
+
+/// The page for what an invitation came to. `accepting`: after the POST
+/// (a refusal is then a 403), rather than on opening the link.
+fn invitation_outcome(
     state: &AppState,
     csrf: &str,
-    status: StatusCode,
-    title: String,
-    message: &str,
-    action: Option<String>,
+    viewer: Option<&SignedIn>,
+    secret: Option<&Secret>,
+    outcome: Invitation,
+    accepting: bool,
 ) -> PageResult {
-    let page = InvitePage {
-        layout: Layout::anonymous(csrf, state.dev_mail_enabled()),
-        title,
-        message: message.to_string(),
-        action,
-    };
-    Ok(no_store((status, Html(page.render()?)).into_response()))
-}
-
-fn invitation_outcome(state: &AppState, csrf: &str, outcome: Invitation) -> PageResult {
-    let (status, title, message) = match outcome {
+    let layout = invite_layout(state, csrf, viewer);
+    let (status, page) = match outcome {
+        Invitation::Ready {
+            organization,
+            email,
+            signed_in,
+        } => {
+            let message = if signed_in {
+                format!("Accept the invitation to add {organization} to your account, {email}.")
+            } else {
+                "Accept the invitation to join the organization and sign in.".to_string()
+            };
+            let mut page =
+                InvitePage::new(layout, format!("Join {organization} on Keysmith"), message);
+            page.action = secret.map(invite_path);
+            (StatusCode::OK, page)
+        }
+        Invitation::SignInFirst {
+            organization,
+            email,
+        } => {
+            let mut page = InvitePage::new(
+                layout,
+                format!("Join {organization} on Keysmith"),
+                format!(
+                    "Sign in as {email} to accept. {email} has a Keysmith account already, so the invitation joins it to {organization} once you are signed in as that account."
+                ),
+            );
+            page.signin = secret.map(signin_then);
+            (StatusCode::OK, page)
+        }
+        Invitation::WrongAccount {
+            email,
+            signed_in_as,
+        } => {
+            let mut page = InvitePage::new(
+                layout,
+                format!("This invitation is for {email}"),
+                format!(
+                    "This invitation is for {email}. You are signed in as {signed_in_as}: sign out, sign in as {email}, then open the link again."
+                ),
+            );
+            page.sign_out = true;
+            let status = if accepting {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::OK
+            };
+            (status, page)
+        }
         Invitation::Used => (
             StatusCode::GONE,
-            "This invitation was already used",
-            "Each invitation link works once. If you accepted it, sign in with your email address.",
+            InvitePage::new(
+                layout,
+                "This invitation was already used",
+                "Each invitation link works once. If you accepted it, sign in with your email address.",
+            ),
         ),
         Invitation::Expired => (
             StatusCode::GONE,
-            "This invitation has expired",
-            "Invitations work for 7 days. Ask the person who invited you to send a new one.",
+            InvitePage::new(
+                layout,
+                "This invitation has expired",
+                "Invitations work for 7 days. Ask the person who invited you to send a new one.",
+            ),
         ),
         Invitation::Withdrawn => (
             StatusCode::GONE,
-            "This invitation was withdrawn",
-            "Your membership was disabled before you accepted. Ask an organization superuser.",
+            InvitePage::new(
+                layout,
+                "This invitation was withdrawn",
+                "Your membership was disabled before you accepted. Ask an organization superuser.",
+            ),
         ),
-        _ => (
+        Invitation::Unknown | Invitation::Accepted { .. } => (
             StatusCode::NOT_FOUND,
-            "This invitation link is not valid",
-            "It may have been copied incompletely. Open the link from the email again.",
+            InvitePage::new(
+                layout,
+                "This invitation link is not valid",
+                "It may have been copied incompletely. Open the link from the email again.",
+            ),
         ),
     };
-    invite_page(state, csrf, status, title.into(), message, None)
+    Ok(no_store((status, Html(page.render()?)).into_response()))
 }
 
 pub async fn invitation_page(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
+    jar: CookieJar,
     Path(raw): Path<String>,
 ) -> PageResult {
+    let viewer = current_session(&state, &jar).await?;
     let Some(secret) = Secret::parse(&raw) else {
-        return invitation_outcome(&state, &csrf.0, Invitation::Unknown);
-    };
-    match ops::inspect_invitation(&state, &secret).await? {
-        Invitation::Ready { organization } => invite_page(
+        return invitation_outcome(
             &state,
             &csrf.0,
-            StatusCode::OK,
-            format!("Join {organization} on Keysmith"),
-            "Accept the invitation to join the organization and sign in.",
-            Some(format!("/invite/{}", secret.expose_secret())),
-        ),
-        other => invitation_outcome(&state, &csrf.0, other),
-    }
+            viewer.as_ref(),
+            None,
+            Invitation::Unknown,
+            false,
+        );
+    };
+    let outcome = ops::inspect_invitation(&state, &secret, viewer.as_ref()).await?;
+    invitation_outcome(
+        &state,
+        &csrf.0,
+        viewer.as_ref(),
+        Some(&secret),
+        outcome,
+        false,
+    )
 }
 
 pub async fn accept_invitation(
@@ -1366,14 +1459,33 @@ pub async fn accept_invitation(
     meta: RequestMeta,
     Path(raw): Path<String>,
 ) -> PageResult {
+    let viewer = current_session(&state, &jar).await?;
     let Some(secret) = Secret::parse(&raw) else {
-        return invitation_outcome(&state, &csrf.0, Invitation::Unknown);
+        return invitation_outcome(
+            &state,
+            &csrf.0,
+            viewer.as_ref(),
+            None,
+            Invitation::Unknown,
+            true,
+        );
     };
-    match ops::accept_invitation(&state, &secret, &meta).await? {
-        Invitation::Accepted { cookie } => Ok(no_store(
-            (jar.add(cookie), Redirect::to("/settings/api-tokens")).into_response(),
+    match ops::accept_invitation(&state, &secret, &meta, viewer.as_ref()).await? {
+        Invitation::Accepted { cookie } => {
+            let jar = match cookie {
+                Some(cookie) => jar.add(cookie),
+                None => jar,
+            };
+            Ok(no_store(
+                (jar, Redirect::to("/settings/api-tokens")).into_response(),
+            ))
+        }
+        // The invitation does not sign anyone in to an existing account:
+        // sign in first, then come back to press Accept.
+        Invitation::SignInFirst { .. } => Ok(no_store(
+            Redirect::to(&signin_then(&secret)).into_response(),
         )),
-        other => invitation_outcome(&state, &csrf.0, other),
+        other => invitation_outcome(&state, &csrf.0, viewer.as_ref(), Some(&secret), other, true),
     }
 }
 

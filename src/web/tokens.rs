@@ -28,7 +28,7 @@ use crate::token::{Expiry, PlainToken};
 use crate::web::flash;
 use crate::web::format::{date_only, exact, iso, relative};
 use crate::web::layout::Layout;
-use crate::web::pages::{PageError, PageResult, no_store};
+use crate::web::pages::{PageError, PageResult, message_response, no_store};
 
 pub const PAGE: &str = "/settings/api-tokens";
 
@@ -77,6 +77,10 @@ pub struct RowView {
     pub live: bool,
     /// The viewer may act on it (the settings page: the owner with the permission).
     pub may_act: bool,
+    /// Disabled by someone other than the owner: the owner's switch is locked.
+    pub locked: bool,
+    /// "Disabled by …", when it is known and worth saying to this viewer.
+    pub disabled_note: Option<String>,
 }
 
 impl RowView {
@@ -120,6 +124,20 @@ impl RowView {
             last_used,
             live: t.revoked_at.is_none(),
             may_act,
+            locked: t.locked_by().is_some(),
+            // The owner needs no note for their own disable; the Team page
+            // says who it was either way.
+            disabled_note: t
+                .disabled_by
+                .as_ref()
+                .filter(|by| !may_act || by.user_id != t.user_id)
+                .map(|by| {
+                    if by.user_id == t.user_id {
+                        format!("Disabled by its owner, {}", by.email)
+                    } else {
+                        format!("Disabled by {}", by.email)
+                    }
+                }),
         }
     }
 }
@@ -528,6 +546,25 @@ pub async fn create(
                 StatusCode::UNPROCESSABLE_ENTITY,
             );
         }
+        // A limit: the form again, with the reason above it and the input kept.
+        Err(e @ (TokenOpError::TooManyLive(_) | TokenOpError::CreatingTooFast { .. })) => {
+            let (status, retry_after) = match e {
+                TokenOpError::CreatingTooFast { retry_after, .. } => {
+                    (StatusCode::TOO_MANY_REQUESTS, Some(retry_after))
+                }
+                _ => (StatusCode::UNPROCESSABLE_ENTITY, None),
+            };
+            let mut errors = FieldErrors::default();
+            errors.add("form", e.to_string());
+            let view = create_form_view(&state, &who, &form, errors).await?;
+            let mut response = render_create_form(&state, &who, &headers, csrf.0, view, status)?;
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, seconds.into());
+            }
+            return Ok(response);
+        }
         Err(e) => return Err(op_error(e)),
     };
     let created = CreatedView {
@@ -731,18 +768,15 @@ pub async fn toggle(
             )));
         }
     };
-    let t = ops::update(
-        &state,
-        &who,
-        &meta,
-        id,
-        &TokenChanges {
-            label: None,
-            enabled: Some(enabled),
-        },
-    )
-    .await
-    .map_err(op_error)?;
+    let changes = TokenChanges {
+        label: None,
+        enabled: Some(enabled),
+    };
+    let t = match ops::update(&state, &who, &meta, id, &changes).await {
+        Ok(t) => t,
+        Err(e @ TokenOpError::Locked(_)) => return Ok(locked(&state, &who, &headers, &csrf.0, &e)),
+        Err(e) => return Err(op_error(e)),
+    };
     if is_htmx(&headers) {
         list_fragment(&state, &who, &csrf.0).await
     } else {
@@ -752,6 +786,39 @@ pub async fn toggle(
             &state.config,
             &format!("“{}” is {verb}.", t.label),
         ))
+    }
+}
+
+#[derive(Template)]
+#[template(source = "<p>{{ message }}</p>", ext = "html")]
+struct RefusalFragment<'a> {
+    message: &'a str,
+}
+
+/// The owner tried to enable a token a superuser disabled: 403, with the
+/// reason where they are looking (htmx shows the fragment's text as an
+/// alert; a plain form gets a page).
+fn locked(
+    state: &AppState,
+    who: &SignedIn,
+    headers: &HeaderMap,
+    csrf: &str,
+    e: &TokenOpError,
+) -> Response {
+    let message = e.to_string();
+    if is_htmx(headers) {
+        match (RefusalFragment { message: &message }).render() {
+            Ok(html) => (StatusCode::FORBIDDEN, Html(html)).into_response(),
+            Err(e) => PageError(e.into()).into_response(),
+        }
+    } else {
+        message_response(
+            StatusCode::FORBIDDEN,
+            Layout::signed_in(csrf, state.dev_mail_enabled(), who, "tokens"),
+            "A superuser disabled this token",
+            &message,
+            Some((PAGE, "Back to your API tokens")),
+        )
     }
 }
 

@@ -12,6 +12,8 @@ backend_tests!(
     create_returns_201_with_the_plaintext_only_once,
     create_rejects_bad_input_and_creates_nothing,
     create_rejects_duplicate_label_among_live_tokens,
+    create_refuses_a_member_at_the_live_token_cap_and_changes_nothing,
+    create_is_limited_per_member_per_hour_and_a_refusal_changes_nothing,
 );
 
 async fn key_count(app: &TestApp) -> i64 {
@@ -309,5 +311,159 @@ async fn member_without_the_permission_cannot_create() {
         "{page}"
     );
     assert_eq!(app.get("/settings/api-tokens/new").await.status(), 403);
+    app.shutdown().await;
+}
+
+/// (tokens, queued emails, audit events): what a refused creation must not touch.
+async fn footprint(app: &TestApp) -> (i64, i64, i64) {
+    let (mail,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM mail_outbox")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    let (audit,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    (key_count(app).await, mail, audit)
+}
+
+/// Creates through the settings page's form: htmx (the dialog) or plain.
+async fn page_create(app: &TestApp, label: &str, htmx: bool) -> reqwest::Response {
+    let csrf = app.csrf_with(&app.client, "/settings/api-tokens").await;
+    let mut req = app.client.post(app.url("/settings/api-tokens")).form(&[
+        ("label", label),
+        ("scopes", "read"),
+        ("expiry", "never"),
+        ("csrf_token", &csrf),
+    ]);
+    if htmx {
+        req = req.header("hx-request", "true");
+    }
+    req.send().await.unwrap()
+}
+
+async fn api_create(app: &TestApp, label: &str) -> reqwest::Response {
+    app.api(
+        Method::POST,
+        "/api/user/api-keys",
+        Some(json!({ "label": label })),
+    )
+    .await
+}
+
+async fn create_refuses_a_member_at_the_live_token_cap_and_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("KEYSMITH_MAX_LIVE_TOKENS_PER_MEMBER", "2")]).await;
+    app.signed_in_superuser("ada@example.com").await;
+    let (first, _) = app.create_key("one").await;
+    app.create_key("two").await;
+    let before = footprint(&app).await;
+    let message = "You have 2 live tokens, the most allowed; revoke some first.";
+
+    let r = api_create(&app, "three").await;
+    assert_eq!(r.status(), 422);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], message, "{body}");
+    for htmx in [true, false] {
+        let r = page_create(&app, "three", htmx).await;
+        assert_eq!(r.status(), 422, "htmx: {htmx}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(message), "htmx: {htmx}: {html}");
+        assert_eq!(
+            html.contains("<html"),
+            !htmx,
+            "a fragment for htmx, a page without"
+        );
+        assert!(html.contains("value=\"three\""), "the input is kept");
+    }
+    assert_eq!(
+        footprint(&app).await,
+        before,
+        "no token, no email, no audit"
+    );
+
+    // Revoking one makes room.
+    let r = app
+        .api(Method::DELETE, &format!("/api/user/api-keys/{first}"), None)
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(api_create(&app, "three").await.status(), 201);
+    app.shutdown().await;
+}
+
+async fn create_is_limited_per_member_per_hour_and_a_refusal_changes_nothing(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("KEYSMITH_TOKEN_CREATIONS_PER_HOUR", "2")]).await;
+    let b = app.signed_in_superuser("ada@example.com").await;
+    let (first, _) = app.create_key("one").await;
+    // A revoked token was still created: it counts.
+    let r = app
+        .api(Method::DELETE, &format!("/api/user/api-keys/{first}"), None)
+        .await;
+    assert_eq!(r.status(), 204);
+    app.create_key("two").await;
+    let before = footprint(&app).await;
+
+    let r = api_create(&app, "three").await;
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3500..=3600).contains(&wait), "{wait}");
+    let body: serde_json::Value = r.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "You have created 2 tokens in the past hour, the most allowed. Try again in 60 minutes."
+        ),
+        "{error}"
+    );
+    for htmx in [true, false] {
+        let r = page_create(&app, "three", htmx).await;
+        assert_eq!(r.status(), 429, "htmx: {htmx}");
+        assert!(r.headers().contains_key("retry-after"));
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains("You have created 2 tokens in the past hour"),
+            "htmx: {htmx}: {html}"
+        );
+        assert_eq!(html.contains("<html"), !htmx);
+    }
+    assert_eq!(
+        footprint(&app).await,
+        before,
+        "no token, no email, no audit"
+    );
+
+    // Per member: bob, in the same organization, is not held back by ada.
+    let bob = new_client();
+    let mut tx = app.db().begin().await.unwrap();
+    keysmith::store::orgs::add_member(
+        &mut tx,
+        b.organization.id,
+        &keysmith::domain::EmailAddress::parse("bob@example.com").unwrap(),
+        keysmith::store::orgs::Role::Member,
+        true,
+        0,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    app.sign_in_with(&bob, "bob@example.com").await;
+    let csrf = app.csrf_with(&bob, "/settings/api-tokens").await;
+    let r = bob
+        .post(app.url("/api/user/api-keys"))
+        .header("x-csrf-token", csrf)
+        .json(&json!({ "label": "bob's" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // An hour later ada may create again.
+    app.state
+        .clock
+        .advance(std::time::Duration::from_secs(3601));
+    assert_eq!(api_create(&app, "three").await.status(), 201);
     app.shutdown().await;
 }

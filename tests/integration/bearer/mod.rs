@@ -242,6 +242,7 @@ pub async fn set_token_disabled(app: &TestApp, org: &Org, token_id: i64, disable
             org.id,
             token_id,
             disabled,
+            tokens::Authority::Superuser,
             &actor(org),
             app.state.clock.unix()
         )

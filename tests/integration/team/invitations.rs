@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{superuser, team_post, text};
+use super::{client_for, superuser, team_post, text};
 use crate::backend_tests;
 use crate::harness::{Backend, TestApp, new_client};
 
@@ -11,6 +11,9 @@ backend_tests!(
     an_invitation_is_accepted_once_and_signs_the_invitee_in,
     an_expired_invitation_is_refused,
     invite_rejects_bad_and_existing_addresses_keeping_the_input,
+    an_invitation_for_an_existing_account_never_signs_anyone_in,
+    an_invitation_for_an_existing_account_is_refused_to_another_account,
+    an_invitation_for_an_existing_account_is_accepted_once_by_that_account_signed_in,
 );
 
 /// The path of the accept link in the newest invitation to `email`.
@@ -218,5 +221,195 @@ async fn invite_rejects_bad_and_existing_addresses_keeping_the_input(backend: Ba
             .await
             .contains("ada@example.com is already a member")
     );
+    app.shutdown().await;
+}
+
+/// Bob has an account already (a superuser of Globex, signed in there
+/// normally), and ada invites him to Acme. Returns the invitation's path.
+async fn invite_existing_bob(app: &TestApp) -> String {
+    keysmith::store::orgs::bootstrap(
+        app.db(),
+        &keysmith::domain::OrgName::parse("Globex").unwrap(),
+        &keysmith::domain::EmailAddress::parse("bob@example.com").unwrap(),
+    )
+    .await
+    .unwrap();
+    let r = team_post(app, "/team/invite", &[("email", "bob@example.com")], false).await;
+    assert_eq!(r.status(), 303);
+    invitation_path(app, "bob@example.com").await
+}
+
+/// (joined_at of bob's Acme membership, used_at of the invitation link)
+async fn bob_in_acme(app: &TestApp) -> (Option<i64>, Option<i64>) {
+    let (joined,): (Option<i64>,) = sqlx::query_as(
+        "SELECT m.joined_at FROM memberships m JOIN users u ON u.id = m.user_id \
+         JOIN organizations o ON o.id = m.organization_id WHERE u.email = $1 AND o.name = 'Acme'",
+    )
+    .bind("bob@example.com")
+    .fetch_one(app.db().pool())
+    .await
+    .unwrap();
+    let (used,): (Option<i64>,) =
+        sqlx::query_as("SELECT used_at FROM one_time_links WHERE kind = 'invite'")
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+    (joined, used)
+}
+
+async fn accept_with(app: &TestApp, client: &reqwest::Client, path: &str) -> reqwest::Response {
+    let csrf = app.csrf_with(client, path).await;
+    client
+        .post(app.url(path))
+        .form(&[("csrf_token", &csrf)])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn an_invitation_for_an_existing_account_never_signs_anyone_in(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    superuser(&app).await;
+    let path = invite_existing_bob(&app).await;
+    // Bob signs in normally meanwhile: the link must not become a second way in.
+    let _bob = client_for(&app, "bob@example.com").await;
+
+    let stranger = new_client();
+    let r = stranger.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = text(r).await;
+    let signin = format!("/signin?next={path}");
+    assert!(
+        page.contains("Sign in as bob@example.com to accept"),
+        "{page}"
+    );
+    assert!(page.contains(&format!("href=\"{signin}\"")), "{page}");
+    assert!(
+        !page.contains(">Accept</button>"),
+        "no Accept without the account"
+    );
+
+    let r = accept_with(&app, &stranger, &path).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], signin.as_str());
+    assert!(
+        r.headers()
+            .get("set-cookie")
+            .is_none_or(|c| !c.to_str().unwrap().contains("session")),
+        "no session cookie"
+    );
+    let r = stranger
+        .get(app.url("/settings/api-tokens"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "not signed in");
+    assert_eq!(
+        bob_in_acme(&app).await,
+        (None, None),
+        "not joined, link unused"
+    );
+    app.shutdown().await;
+}
+
+async fn an_invitation_for_an_existing_account_is_refused_to_another_account(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    superuser(&app).await;
+    let path = invite_existing_bob(&app).await;
+    // Ada (signed in as herself) opens bob's link.
+    let r = app.get(&path).await;
+    assert_eq!(r.status(), 200);
+    let page = text(r).await;
+    assert!(
+        page.contains("This invitation is for bob@example.com")
+            && !page.contains(">Accept</button>"),
+        "{page}"
+    );
+    let r = accept_with(&app, &app.client, &path).await;
+    assert_eq!(r.status(), 403);
+    let page = text(r).await;
+    assert!(
+        page.contains("This invitation is for bob@example.com")
+            && page.contains("You are signed in as ada@example.com"),
+        "{page}"
+    );
+    assert_eq!(
+        bob_in_acme(&app).await,
+        (None, None),
+        "not joined, link unused"
+    );
+    assert_eq!(
+        app.get("/team").await.status(),
+        200,
+        "ada's session is untouched"
+    );
+    app.shutdown().await;
+}
+
+async fn an_invitation_for_an_existing_account_is_accepted_once_by_that_account_signed_in(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    superuser(&app).await;
+    let path = invite_existing_bob(&app).await;
+
+    // Signing in from the invitation page comes back to it.
+    let bob = new_client();
+    let r = app
+        .post_form_with(
+            &bob,
+            "/signin",
+            "/signin",
+            &[("email", "bob@example.com"), ("next", &path)],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let mail = app.wait_for_dev_mail("bob@example.com", 2).await;
+    let link = mail
+        .iter()
+        .find(|m| !m.subject.contains("invited you"))
+        .expect("a sign-in email")
+        .links[0]
+        .strip_prefix(&app.base_url)
+        .unwrap()
+        .to_string();
+    let r = app.post_form_with(&bob, &link, &link, &[]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], path.as_str());
+
+    let page = text(bob.get(app.url(&path)).send().await.unwrap()).await;
+    assert!(
+        page.contains("Join Acme on Keysmith") && page.contains(">Accept</button>"),
+        "{page}"
+    );
+    let r = accept_with(&app, &bob, &path).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/settings/api-tokens");
+    let (joined, used) = bob_in_acme(&app).await;
+    assert!(joined.is_some() && used.is_some(), "joined, link used");
+    let looking_at: Vec<(String,)> = sqlx::query_as(
+        "SELECT o.name FROM sessions s JOIN organizations o ON o.id = s.current_organization_id \
+         JOIN users u ON u.id = s.user_id WHERE u.email = 'bob@example.com'",
+    )
+    .fetch_all(app.db().pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        looking_at,
+        [("Acme".to_string(),)],
+        "the same session, now looking at Acme"
+    );
+    assert!(
+        text(app.get("/team?q=bob").await)
+            .await
+            .contains("badge-active")
+    );
+
+    // Used: neither bob nor anyone else gets anything from it again.
+    for client in [&bob, &new_client()] {
+        let r = accept_with(&app, client, &path).await;
+        assert_eq!(r.status(), 410);
+        assert!(text(r).await.contains("already used"));
+    }
     app.shutdown().await;
 }

@@ -3,7 +3,7 @@
 
 use keysmith::store::tokens;
 
-use super::{member_with_token, superuser, team_post, text};
+use super::{client_for, member_with_token, superuser, team_post, text};
 use crate::backend_tests;
 use crate::bearer::{Spec, mint};
 use crate::harness::{Backend, TestApp};
@@ -11,6 +11,7 @@ use crate::harness::{Backend, TestApp};
 backend_tests!(
     a_superuser_disables_and_revokes_a_members_token,
     revoke_all_says_how_many_and_revokes_them,
+    a_token_a_superuser_disabled_stays_disabled_until_a_superuser_enables_it,
 );
 
 async fn a_superuser_disables_and_revokes_a_members_token(backend: Backend) {
@@ -165,5 +166,142 @@ async fn revoke_all_says_how_many_and_revokes_them(backend: Backend) {
         !page.contains("id=\"revoke-all\""),
         "nothing left to revoke"
     );
+    app.shutdown().await;
+}
+
+/// A PATCH or form POST from `client` with the CSRF token of the settings page.
+async fn owner_request(
+    app: &TestApp,
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    path: &str,
+    json: Option<serde_json::Value>,
+    form: &[(&str, &str)],
+    htmx: bool,
+) -> reqwest::Response {
+    let csrf = app.csrf_with(client, "/settings/api-tokens").await;
+    let mut req = client.request(method, app.url(path));
+    if let Some(body) = json {
+        req = req.header("x-csrf-token", &csrf).json(&body);
+    } else {
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        fields.push(("csrf_token", &csrf));
+        req = req.form(&fields);
+    }
+    if htmx {
+        req = req.header("hx-request", "true");
+    }
+    req.send().await.unwrap()
+}
+
+async fn token_state(app: &TestApp, id: i64) -> (String, Option<i64>) {
+    sqlx::query_as("SELECT label, disabled_at FROM api_tokens WHERE id = $1")
+        .bind(id)
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap()
+}
+
+async fn a_token_a_superuser_disabled_stays_disabled_until_a_superuser_enables_it(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let org = superuser(&app).await;
+    let (bob, ci) = member_with_token(&app, &org, "bob@example.com", "CI deploys").await;
+    let bob_client = client_for(&app, "bob@example.com").await;
+    let team_toggle = format!("/team/members/{bob}/tokens/{}/toggle", ci.id);
+    let r = team_post(&app, &team_toggle, &[("enabled", "false")], false).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(app.whoami_status(&ci.token).await, 401);
+    let audit_before = app.audit_actions(ci.id).await.len();
+    let refusal =
+        "A superuser (ada@example.com) disabled this token; ask a superuser to enable it.";
+
+    // The JSON API refuses, and a rename sent along changes nothing either.
+    let api_path = format!("/api/user/api-keys/{}", ci.id);
+    for body in [
+        serde_json::json!({ "enabled": true }),
+        serde_json::json!({ "label": "renamed", "enabled": true }),
+    ] {
+        let r = owner_request(
+            &app,
+            &bob_client,
+            reqwest::Method::PATCH,
+            &api_path,
+            Some(body),
+            &[],
+            false,
+        )
+        .await;
+        assert_eq!(r.status(), 403);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], refusal, "{body}");
+    }
+    // So do the settings page's switch (htmx) and its no-JS form.
+    let page_toggle = format!("/settings/api-tokens/{}/toggle", ci.id);
+    for htmx in [true, false] {
+        let r = owner_request(
+            &app,
+            &bob_client,
+            reqwest::Method::POST,
+            &page_toggle,
+            None,
+            &[("enabled", "true")],
+            htmx,
+        )
+        .await;
+        assert_eq!(r.status(), 403, "htmx: {htmx}");
+        assert!(text(r).await.contains(refusal), "htmx: {htmx}");
+    }
+    assert_eq!(app.whoami_status(&ci.token).await, 401, "still disabled");
+    let (label, disabled_at) = token_state(&app, ci.id).await;
+    assert_eq!(label, "CI deploys");
+    assert!(disabled_at.is_some());
+    assert_eq!(
+        app.audit_actions(ci.id).await.len(),
+        audit_before,
+        "no audit event"
+    );
+
+    // The owner's page shows the switch locked, and by whom; no form to flip it.
+    let page = text(
+        bob_client
+            .get(app.url("/settings/api-tokens"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(page.contains("Disabled by ada@example.com"), "{page}");
+    assert!(page.contains("aria-disabled=\"true\""), "a locked switch");
+    assert!(
+        !page.contains(&format!("action=\"{page_toggle}\"")),
+        "no toggle form"
+    );
+    // The Team page says who disabled it.
+    let member_page = text(app.get(&format!("/team/members/{bob}")).await).await;
+    assert!(
+        member_page.contains("Disabled by ada@example.com"),
+        "{member_page}"
+    );
+
+    // A superuser lifts it; then the owner may toggle it as before.
+    let r = team_post(&app, &team_toggle, &[("enabled", "true")], true).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.whoami_status(&ci.token).await, 200);
+    for enabled in [false, true] {
+        let r = owner_request(
+            &app,
+            &bob_client,
+            reqwest::Method::PATCH,
+            &api_path,
+            Some(serde_json::json!({ "enabled": enabled })),
+            &[],
+            false,
+        )
+        .await;
+        assert_eq!(r.status(), 200, "enabled: {enabled}");
+    }
+    assert_eq!(app.whoami_status(&ci.token).await, 200);
     app.shutdown().await;
 }
