@@ -11,6 +11,7 @@ mod cli;
 mod health;
 mod mail;
 mod notifications;
+mod proxies;
 mod secrets;
 mod signin;
 mod static_assets;
