@@ -708,3 +708,42 @@ pub async fn recorded_ip_method_and_path_are_the_real_ones(kind: Kind, backend: 
     }
     rig.app.shutdown().await;
 }
+
+/// The README's "/auth/verify" section shows the recipes as excerpts of the
+/// files in deploy/, so what it shows is what the tests above ran.
+#[test]
+fn the_readme_shows_the_recipes_as_they_are_in_deploy() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("### `/auth/verify`")
+        .expect("README has the /auth/verify section");
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n### ").map_or(section.len(), |i| i + 4)];
+    let files: Vec<String> = [
+        "nginx.conf",
+        "Caddyfile",
+        "traefik.yml",
+        "traefik-dynamic.yml",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(root.join("deploy").join(f)).unwrap())
+    .collect();
+    let mut shown = 0;
+    for lang in ["nginx", "caddyfile", "yaml"] {
+        let fence = format!("```{lang}\n");
+        let mut rest = section;
+        while let Some(i) = rest.find(&fence) {
+            let body = &rest[i + fence.len()..];
+            let end = body.find("\n```").expect("closed code block");
+            let block = &body[..end];
+            assert!(
+                files.iter().any(|f| f.contains(block)),
+                "README's {lang} block is not in deploy/ as shown:\n{block}"
+            );
+            shown += 1;
+            rest = &body[end..];
+        }
+    }
+    assert_eq!(shown, 4, "nginx, Caddy, Traefik static and dynamic");
+}
