@@ -29,8 +29,9 @@ macro_rules! proxy_tests {
             $crate::proxy_tests!(@tests $kind, Sqlite);
         }
         mod postgres {
+            // One `ignore` at most (a second one is a warning).
             $crate::proxy_tests!(@tests $kind, Postgres, #[cfg_attr(
-                skip_postgres_tests,
+                all(skip_postgres_tests, not(skip_proxy_tests)),
                 ignore = "PostgreSQL test skipped: set KEYSMITH_TEST_POSTGRES_URL (CI sets it)"
             )]);
         }
