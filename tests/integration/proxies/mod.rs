@@ -271,6 +271,36 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `GET /things/10` written by hand (from 127.0.0.7) with `extra` header
+/// lines; the status and the whole response.
+async fn raw_get(port: u16, extra: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(CLIENT_IP.parse().unwrap(), 0))
+        .unwrap();
+    let mut stream = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /things/10 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("the proxy answers and closes")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    (status, response)
+}
+
 /// Which proxy, and what it needs from Keysmith.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -499,6 +529,37 @@ pub async fn identity_reaches_the_upstream_and_forged_identity_never_does(
                 rig.proxy.name
             );
             assert_eq!(rig.seen.count(), before, "{}: with {name}", rig.proxy.name);
+        }
+    }
+
+    // Spellings no HTTP client library sends: upper case with "_", a space
+    // before the colon, the same header twice.
+    for line in [
+        "X_KEYSMITH_USER: forged",
+        "x-keysmith-user : forged",
+        "X-Keysmith-Token-Id: forged\r\nX-Keysmith-Token-Id: forged",
+    ] {
+        let before = rig.seen.count();
+        let (status, response) = raw_get(
+            rig.proxy.port,
+            &format!("Authorization: Bearer {}\r\n{line}", rig.token.token),
+        )
+        .await;
+        if status == 200 {
+            assert_eq!(rig.seen.count(), before + 1);
+            rig.assert_identity(&rig.last_seen(), rig.token.id, &format!("with {line:?}"));
+        } else {
+            assert!(
+                (400..600).contains(&status),
+                "{}: with {line:?}: {response}",
+                rig.proxy.name
+            );
+            assert_eq!(
+                rig.seen.count(),
+                before,
+                "{}: with {line:?}",
+                rig.proxy.name
+            );
         }
     }
 
