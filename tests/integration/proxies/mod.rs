@@ -105,9 +105,21 @@ pub fn recipe(name: &str, ports: Ports, expect: &[&str]) -> String {
     for address in expect {
         assert!(text.contains(address), "{name} does not mention {address}");
     }
-    text.replace("127.0.0.1:8000", &format!("127.0.0.1:{}", ports.proxy))
-        .replace("127.0.0.1:3000", &format!("127.0.0.1:{}", ports.keysmith))
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", ports.api))
+    // Through placeholders, so a port written in cannot be rewritten by the
+    // next replacement.
+    let conventional = [
+        ("127.0.0.1:8000", ports.proxy),
+        ("127.0.0.1:3000", ports.keysmith),
+        ("127.0.0.1:8080", ports.api),
+    ];
+    let mut text = text;
+    for (n, (address, _)) in conventional.iter().enumerate() {
+        text = text.replace(address, &format!("\u{0}{n}\u{0}"));
+    }
+    for (n, (_, port)) in conventional.iter().enumerate() {
+        text = text.replace(&format!("\u{0}{n}\u{0}"), &format!("127.0.0.1:{port}"));
+    }
+    text
 }
 
 /// What the echo upstream received: one JSON object per request.
