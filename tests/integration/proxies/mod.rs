@@ -150,13 +150,18 @@ pub async fn echo_upstream() -> (u16, Seen) {
                     .or_default()
                     .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
             }
-            let body = json!({
-                "method": request.method().as_str(),
-                "path": request.uri().path(),
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            let seen = json!({
+                "method": parts.method.as_str(),
+                "path": parts.uri.path(),
                 "headers": headers,
+                "body": String::from_utf8_lossy(&body),
             });
-            log.0.lock().unwrap().push(body.clone());
-            axum::Json(body)
+            log.0.lock().unwrap().push(seen.clone());
+            axum::Json(seen)
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -517,6 +522,20 @@ pub async fn identity_reaches_the_upstream_and_forged_identity_never_does(
     assert_eq!(seen["method"], "GET");
     assert_eq!(seen["path"], "/things/7");
     rig.assert_identity(&seen, rig.token.id, "plain request");
+
+    // A write, with its body: the API gets both (Keysmith only the headers).
+    let r = rig
+        .post("/things")
+        .bearer_auth(&rig.token.token)
+        .json(&json!({ "title": "a thing" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", rig.proxy.name);
+    let seen: Value = r.json().await.unwrap();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["body"], r#"{"title":"a thing"}"#, "{}", rig.proxy.name);
+    rig.assert_identity(&seen, rig.token.id, "POST");
 
     for name in FORGED {
         let before = rig.seen.count();
