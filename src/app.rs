@@ -53,6 +53,8 @@ pub struct Shared {
     /// Wakes the mail worker after a commit that enqueued mail.
     pub mail: MailWaker,
     pub throttles: Arc<Throttles>,
+    /// The key CSRF tokens are derived with (kept in the database).
+    pub csrf_key: auth::csrf::CsrfKey,
 }
 
 impl std::ops::Deref for AppState {
@@ -171,6 +173,12 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::csrf::protect,
+        ))
+        // Every page, fragment and JSON answer here is someone's (or holds
+        // a CSRF token): never kept by a browser or shared cache.
+        .route_layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
         ));
 
     let routes = browser
@@ -182,6 +190,7 @@ pub fn router(state: AppState) -> Router {
             "/auth/verify",
             axum::routing::any(crate::api::verify::verify),
         )
+        .route(api::metadata::PATH, get(api::metadata::metadata))
         .route(
             "/oauth/introspect",
             axum::routing::post(crate::api::introspect::introspect)
@@ -340,6 +349,7 @@ impl RunningServer {
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let db = Db::connect(&config.database_url, &PoolSettings::default()).await?;
     db.migrate().await?;
+    let csrf_key = auth::csrf::CsrfKey::load(&db).await?;
     let listener = TcpListener::bind(config.addr)
         .await
         .map_err(|reason| StartError::Bind {
@@ -370,6 +380,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         verifier,
         mail: MailWaker::default(),
         throttles: Arc::new(Throttles::default()),
+        csrf_key,
     });
     let transport = Transport::from_config(&state.config.mail).map_err(StartError::Mail)?;
     let (stop_workers, workers_stopped) = watch::channel(false);
@@ -399,11 +410,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let app = router(state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
+        crate::serve::serve(listener, app, async {
             let _ = stopped.await;
         })
         .await

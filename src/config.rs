@@ -354,8 +354,10 @@ pub struct Config {
     pub mcp_url: Option<Url>,
     /// The name agents register the MCP server under.
     pub mcp_name: String,
-    /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    /// Peers whose client-address header is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header those proxies write the client's address into.
+    pub client_ip_header: crate::request::ClientIpHeader,
     pub session_idle_timeout: Duration,
     pub session_lifetime: Duration,
     /// Where the optional file was read from, for the start-up log.
@@ -375,6 +377,7 @@ struct FileConfig {
     mail_give_up_hours: Option<u64>,
     token_prefix: Option<String>,
     trusted_proxies: Option<String>,
+    client_ip_header: Option<String>,
     mcp_url: Option<String>,
     mcp_name: Option<String>,
     session_idle_minutes: Option<u64>,
@@ -551,6 +554,18 @@ impl Config {
             Some(raw) => parse_trusted_proxies(&raw)?,
             None => Vec::new(),
         };
+        let client_ip_header =
+            match get("KEYSMITH_CLIENT_IP_HEADER", file.client_ip_header.as_ref()) {
+                Some(raw) => crate::request::ClientIpHeader::parse(&raw).ok_or_else(|| {
+                    ConfigError::new(
+                        "KEYSMITH_CLIENT_IP_HEADER",
+                        format!(
+                            "\"{raw}\" is not one of X-Forwarded-For, Forwarded or X-Real-IP (the header your trusted proxy sets)"
+                        ),
+                    )
+                })?,
+                None => crate::request::ClientIpHeader::default(),
+            };
 
         let idle_minutes = match vars.get("KEYSMITH_SESSION_IDLE_MINUTES") {
             Some(v) => parse_positive("KEYSMITH_SESSION_IDLE_MINUTES", v)?.into(),
@@ -583,6 +598,7 @@ impl Config {
             mcp_url,
             mcp_name,
             trusted_proxies,
+            client_ip_header,
             session_idle_timeout: Duration::from_secs(idle_minutes * 60),
             session_lifetime: Duration::from_secs(lifetime_hours * 3600),
             config_file,
@@ -876,6 +892,22 @@ mod tests {
         let e = load(&[("KEYSMITH_TRUSTED_PROXIES", "10.0.0.0/33")]).unwrap_err();
         assert_eq!(e.setting, "KEYSMITH_TRUSTED_PROXIES");
         assert!(load(&[]).unwrap().trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn client_ip_header_defaults_to_x_forwarded_for_and_names_one_of_three() {
+        use crate::request::ClientIpHeader;
+        assert_eq!(
+            load(&[]).unwrap().client_ip_header,
+            ClientIpHeader::XForwardedFor
+        );
+        let c = load(&[("KEYSMITH_CLIENT_IP_HEADER", "Forwarded")]).unwrap();
+        assert_eq!(c.client_ip_header, ClientIpHeader::Forwarded);
+        let c = load(&[("KEYSMITH_CLIENT_IP_HEADER", "x-real-ip")]).unwrap();
+        assert_eq!(c.client_ip_header, ClientIpHeader::XRealIp);
+        let e = load(&[("KEYSMITH_CLIENT_IP_HEADER", "True-Client-IP")]).unwrap_err();
+        assert_eq!(e.setting, "KEYSMITH_CLIENT_IP_HEADER");
+        assert!(e.message.contains("X-Forwarded-For"), "{}", e.message);
     }
 
     #[test]

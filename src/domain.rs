@@ -65,9 +65,43 @@ impl fmt::Display for EmailAddress {
     }
 }
 
-/// Trims, then checks length in characters and refuses control characters.
-fn parse_name(raw: &str, what: &str, max: usize) -> Result<String, Invalid> {
-    let s = raw.trim();
+/// Characters a name must not hold: controls (Cc), invisible format
+/// characters such as right-to-left overrides and zero-width spaces (Cf),
+/// and line and paragraph separators (Zl, Zp). Names reach pages, the audit
+/// log, CSV exports and email subjects, where these would disguise or split
+/// the text around them.
+fn is_forbidden_in_names(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
+
+/// Normalises to NFC (so the same name typed on two systems is the same
+/// name), trims, then checks length in characters and refuses the
+/// characters of [`is_forbidden_in_names`]. Shared by every name a person
+/// gives: labels, organization and project names.
+pub fn parse_name(raw: &str, what: &str, max: usize) -> Result<String, Invalid> {
+    use unicode_normalization::UnicodeNormalization;
+    let normalized: String = raw.nfc().collect();
+    let s = normalized.trim();
+    // Separators and format characters count even where trimming would
+    // drop them (`trim` takes U+2028/U+2029 as white space); a trailing
+    // newline from a script is trimmed as before.
+    if normalized
+        .chars()
+        .any(|c| is_forbidden_in_names(c) && !c.is_ascii_whitespace())
+        || s.chars().any(is_forbidden_in_names)
+    {
+        return Err(invalid(format!(
+            "A {what} cannot contain line breaks, control characters or invisible \
+             formatting characters (such as right-to-left overrides or zero-width spaces)."
+        )));
+    }
     if s.is_empty() {
         return Err(invalid(format!("Enter a {what}.")));
     }
@@ -75,11 +109,6 @@ fn parse_name(raw: &str, what: &str, max: usize) -> Result<String, Invalid> {
     if n > max {
         return Err(invalid(format!(
             "A {what} has at most {max} characters (this one has {n})."
-        )));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(invalid(format!(
-            "A {what} cannot contain line breaks or control characters."
         )));
     }
     Ok(s.to_string())
@@ -127,6 +156,43 @@ impl fmt::Display for TokenLabel {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn names_refuse_format_and_separator_characters() {
+        for bad in [
+            "deploy\u{202E}gpj.exe", // right-to-left override
+            "\u{200B}",              // zero-width space only
+            "\u{200B}\u{200C}\u{FEFF}",
+            "line\u{2028}break", // line separator
+            "para\u{2029}graph", // paragraph separator
+            "tab\there",
+            "soft\u{00AD}hyphen",
+        ] {
+            let e = TokenLabel::parse(bad).unwrap_err();
+            assert!(e.0.contains("invisible formatting"), "{bad:?}: {e}");
+            assert!(OrgName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            TokenLabel::parse(" CI déploiement ").unwrap().as_str(),
+            "CI déploiement"
+        );
+        assert_eq!(
+            TokenLabel::parse("مفتاح النشر").unwrap().as_str(),
+            "مفتاح النشر"
+        );
+    }
+
+    #[test]
+    fn names_are_nfc_normalised() {
+        // "é" typed as e + combining acute is the same label as the
+        // precomposed character.
+        let decomposed = TokenLabel::parse("cafe\u{0301}").unwrap();
+        let composed = TokenLabel::parse("caf\u{00E9}").unwrap();
+        assert_eq!(decomposed, composed);
+        assert_eq!(decomposed.as_str(), "caf\u{00E9}");
+        // Length counts the normalised characters: 100 decomposed é fit.
+        assert!(TokenLabel::parse(&"e\u{0301}".repeat(100)).is_ok());
+    }
 
     #[test]
     fn email_is_trimmed_and_lowercased() {
@@ -184,12 +250,20 @@ mod tests {
     proptest! {
         #[test]
         fn any_label_that_parses_is_trimmed_and_short(s in "\\PC{0,120}") {
+            use unicode_normalization::UnicodeNormalization;
+            let nfc: String = s.nfc().collect();
+            let t = nfc.trim();
             if let Ok(l) = TokenLabel::parse(&s) {
-                prop_assert_eq!(l.as_str(), s.trim());
+                prop_assert_eq!(l.as_str(), t);
                 prop_assert!((1..=100).contains(&l.as_str().chars().count()));
+                prop_assert!(!l.as_str().chars().any(is_forbidden_in_names));
             } else {
-                let t = s.trim();
-                prop_assert!(t.is_empty() || t.chars().count() > 100 || t.chars().any(char::is_control));
+                prop_assert!(
+                    t.is_empty()
+                        || t.chars().count() > 100
+                        || nfc.chars().any(|c| is_forbidden_in_names(c) && !c.is_ascii_whitespace())
+                        || t.chars().any(is_forbidden_in_names)
+                );
             }
         }
 

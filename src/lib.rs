@@ -9,6 +9,8 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod mail;
+pub mod request;
+pub mod serve;
 pub mod service;
 pub mod store;
 pub mod token;

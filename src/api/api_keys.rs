@@ -18,9 +18,9 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::auth::session::{AuthRejection, SignedIn};
 use crate::error::AppError;
+use crate::request::RequestMeta;
 use crate::service::tokens::{self as ops, ExpiryInput, NewTokenInput, TokenChanges, TokenOpError};
 use crate::store::tokens::{self as store_tokens, TokenRecord};
-use crate::web::client_ip::RequestMeta;
 use crate::web::format::iso;
 use crate::web::pages::no_store;
 

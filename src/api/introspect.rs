@@ -1,7 +1,8 @@
 //! `POST /oauth/introspect` (RFC 7662): a resource server asks whether a
 //! token is active. Clients authenticate with HTTP Basic using the
-//! `client_id:secret` pairs of `KEYSMITH_INTROSPECTION_CREDENTIALS`,
-//! compared in constant time. Anything not active — unknown, malformed,
+//! `client_id:secret` pairs of `KEYSMITH_INTROSPECTION_CREDENTIALS`, read
+//! both form-urlencoded (RFC 6749 §2.3.1) and raw, compared in constant
+//! time. Anything not active — unknown, malformed,
 //! expired, revoked, disabled — answers exactly `{"active":false}`.
 //!
 //! Introspection neither counts against a token's rate limit nor records a
@@ -33,33 +34,111 @@ pub struct IntrospectForm {
     token_type_hint: Option<String>,
 }
 
-/// Whether the request's Basic credentials name a configured client.
-/// Every client is compared, in constant time, whatever matches.
-fn client_is_known(headers: &HeaderMap, clients: &[IntrospectionClient]) -> bool {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return false;
-    };
-    let Some((scheme, encoded)) = value.to_str().ok().and_then(|v| v.trim().split_once(' ')) else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
+/// The client credentials of an `Authorization: Basic` header as they
+/// arrived: the bytes before and after the first colon of the decoded
+/// base64. No `Debug`: the secret must not reach a log.
+struct BasicCredentials {
+    id: Vec<u8>,
+    secret: Vec<u8>,
+}
+
+impl BasicCredentials {
+    /// One `Authorization: Basic` header, or nothing usable.
+    fn from_headers(headers: &HeaderMap) -> Option<BasicCredentials> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return None;
+        };
+        let (scheme, encoded) = value.to_str().ok()?.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?;
+        // The first colon: neither a configured id nor an encoded one
+        // (`%3A`) contains one, while a raw secret may.
+        let colon = decoded.iter().position(|&b| b == b':')?;
+        Some(BasicCredentials {
+            id: decoded[..colon].to_vec(),
+            secret: decoded[colon + 1..].to_vec(),
+        })
     }
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+
+    /// The (id, secret) pairs the client may have meant, each tried:
+    /// - form-urlencoded, as RFC 6749 §2.3.1 requires and openid-client
+    ///   and @badgateway/oauth2-client send (`introspect%2Dsecret`);
+    /// - raw, as curl `-u`, most gateways and Authlib send;
+    /// - raw in ISO-8859-1, which Authlib uses to turn the text into bytes
+    ///   (RFC 7617 §2.1: Basic's charset was long unspecified), so an `é`
+    ///   arrives as one byte 0xE9 where the configured secret holds UTF-8.
+    fn readings(&self) -> [(Vec<u8>, Vec<u8>); 3] {
+        [
+            (form_urldecode(&self.id), form_urldecode(&self.secret)),
+            (self.id.clone(), self.secret.clone()),
+            (latin1_to_utf8(&self.id), latin1_to_utf8(&self.secret)),
+        ]
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one value (the WHATWG
+/// URL standard's parser without the `&`/`=` splitting): `+` is a space,
+/// `%XX` a byte, and a `%` not followed by two hex digits stays itself.
+fn form_urldecode(input: &[u8]) -> Vec<u8> {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b).to_digit(16).map(|d| d as u8)
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let byte = match input[i] {
+            b'+' => b' ',
+            b'%' => match (
+                input.get(i + 1).and_then(|&b| hex(b)),
+                input.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(high), Some(low)) => {
+                    i += 2;
+                    high << 4 | low
+                }
+                _ => b'%',
+            },
+            other => other,
+        };
+        out.push(byte);
+        i += 1;
+    }
+    out
+}
+
+/// The UTF-8 of bytes read as ISO-8859-1 (each byte is the code point of
+/// the same number).
+fn latin1_to_utf8(input: &[u8]) -> Vec<u8> {
+    input
+        .iter()
+        .map(|&b| char::from(b))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Whether the request's Basic credentials name a configured client.
+/// Every reading is compared with every client, in constant time, whatever
+/// matches: the time taken says nothing about which client or reading.
+fn client_is_known(headers: &HeaderMap, clients: &[IntrospectionClient]) -> bool {
+    let Some(credentials) = BasicCredentials::from_headers(headers) else {
         return false;
     };
-    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-        return false;
-    };
-    let (id, secret) = (&decoded[..colon], &decoded[colon + 1..]);
     // Hashing first makes the comparison independent of the lengths too.
-    let (id, secret) = (Sha256::digest(id), Sha256::digest(secret));
+    let readings = credentials
+        .readings()
+        .map(|(id, secret)| (Sha256::digest(id), Sha256::digest(secret)));
     let mut known = subtle::Choice::from(0);
     for client in clients {
-        let id_ok = Sha256::digest(client.client_id.as_bytes()).ct_eq(&id);
-        let secret_ok = Sha256::digest(client.secret().as_bytes()).ct_eq(&secret);
-        known |= id_ok & secret_ok;
+        let id = Sha256::digest(client.client_id.as_bytes());
+        let secret = Sha256::digest(client.secret().as_bytes());
+        for (presented_id, presented_secret) in &readings {
+            known |= id.ct_eq(presented_id) & secret.ct_eq(presented_secret);
+        }
     }
     known.into()
 }
@@ -184,6 +263,139 @@ mod tests {
         );
         h.insert(header::AUTHORIZATION, v.parse().unwrap());
         h
+    }
+
+    /// `application/x-www-form-urlencoded` as openid-client 6 writes it:
+    /// everything but ASCII letters and digits escaped, a space as `+`.
+    fn form_urlencode(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b' ' => "+".to_string(),
+                b if b.is_ascii_alphanumeric() => char::from(b).to_string(),
+                b => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    /// A Basic header over arbitrary bytes (Authlib's ISO-8859-1, say).
+    fn basic_bytes(user_pass: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        );
+        h.insert(header::AUTHORIZATION, v.parse().unwrap());
+        h
+    }
+
+    const SPECIAL_ID: &str = "intro-client";
+    /// Every character RFC 6749's encoding changes, a colon, a comma-free
+    /// (the configuration splits entries on commas) and a valid `%ec`
+    /// escape, so the raw and the decoded readings differ.
+    const SPECIAL_SECRET: &str = "in-tro:sp%ect+se cret&=é/ü";
+
+    fn special_clients() -> Vec<IntrospectionClient> {
+        let mut vars = std::collections::HashMap::new();
+        vars.insert("KEYSMITH_CONFIG".to_string(), "/dev/null".to_string());
+        vars.insert(
+            "KEYSMITH_INTROSPECTION_CREDENTIALS".to_string(),
+            format!("gw:0123456789abcdef,{SPECIAL_ID}:{SPECIAL_SECRET}"),
+        );
+        crate::config::Config::from_vars(&vars)
+            .unwrap()
+            .introspection_clients
+    }
+
+    #[test]
+    fn form_urlencoded_credentials_are_accepted() {
+        let c = clients();
+        // What openid-client sends for `introspect-secret`-style values.
+        assert!(client_is_known(&basic("gw:0123456789abcdef"), &c));
+        let every_byte_escaped: String = "0123456789abcdef"
+            .bytes()
+            .map(|b| format!("%{b:02x}"))
+            .collect();
+        assert!(client_is_known(
+            &basic(&format!("%67%77:{every_byte_escaped}")),
+            &c
+        ));
+        assert!(!client_is_known(
+            &basic(&format!("%67%77:{every_byte_escaped}%30")),
+            &c
+        ));
+    }
+
+    #[test]
+    fn a_secret_full_of_special_characters_is_accepted_encoded_and_raw() {
+        let c = special_clients();
+        let raw = format!("{SPECIAL_ID}:{SPECIAL_SECRET}");
+        let encoded = format!(
+            "{}:{}",
+            form_urlencode(SPECIAL_ID),
+            form_urlencode(SPECIAL_SECRET)
+        );
+        // The colon inside the secret is `%3A` once encoded.
+        assert!(encoded.starts_with("intro%2Dclient:in%2Dtro%3Asp%25ect%2Bse+cret%26%3D%C3%A9"));
+        assert!(client_is_known(&basic(&encoded), &c));
+        assert!(client_is_known(&basic(&encoded.replace('+', "%20")), &c));
+        assert!(client_is_known(&basic(&raw), &c));
+        // Authlib: the raw text as ISO-8859-1 bytes (é = 0xE9).
+        let latin1: Vec<u8> = raw.chars().map(|ch| u8::try_from(ch).unwrap()).collect();
+        assert!(client_is_known(&basic_bytes(&latin1), &c));
+        // The other client still works beside it.
+        assert!(client_is_known(&basic("gw:0123456789abcdef"), &c));
+    }
+
+    #[test]
+    fn wrong_special_credentials_are_refused() {
+        let c = special_clients();
+        let encoded_secret = form_urlencode(SPECIAL_SECRET);
+        for attempt in [
+            // `%ec` read as the character it would escape: it is text here.
+            format!("{SPECIAL_ID}:{}", SPECIAL_SECRET.replace("%ec", "\u{ec}")),
+            // Encoded twice.
+            format!("{SPECIAL_ID}:{}", form_urlencode(&encoded_secret)),
+            // One character short, raw and encoded.
+            format!(
+                "{SPECIAL_ID}:{}",
+                &SPECIAL_SECRET[..SPECIAL_SECRET.len() - 2]
+            ),
+            format!(
+                "{SPECIAL_ID}:{}",
+                &encoded_secret[..encoded_secret.len() - 3]
+            ),
+            // `+` is a space only once encoded: a raw secret with a space
+            // where the `+` was is wrong.
+            format!("{SPECIAL_ID}:{}", SPECIAL_SECRET.replace('+', " ")),
+            // The right secret under another client's id, and the reverse.
+            format!("gw:{encoded_secret}"),
+            format!("{SPECIAL_ID}:0123456789abcdef"),
+            // Split at the secret's colon instead of the separator.
+            format!("{SPECIAL_ID}%3Ain-tro:sp%25ect%2Bse+cret%26%3D%C3%A9%2F%C3%BC"),
+        ] {
+            assert!(!client_is_known(&basic(&attempt), &c), "{attempt}");
+        }
+    }
+
+    #[test]
+    fn form_urldecode_follows_the_form_urlencoded_rules() {
+        let d = |s: &str| form_urldecode(s.as_bytes());
+        assert_eq!(d("a+b%20c"), b"a b c");
+        assert_eq!(d("%2B%3a%25"), b"+:%");
+        assert_eq!(d("%C3%A9"), "é".as_bytes());
+        // A `%` without two hex digits is kept as it is.
+        assert_eq!(d("100%"), b"100%");
+        assert_eq!(d("%4"), b"%4");
+        assert_eq!(d("%zz%4g"), b"%zz%4g");
+        // Bytes that are not UTF-8 survive: the comparison is of bytes.
+        assert_eq!(d("%FF%00"), [0xFF, 0x00]);
+        assert_eq!(d(""), b"");
+    }
+
+    #[test]
+    fn latin1_bytes_become_their_code_points() {
+        assert_eq!(latin1_to_utf8(b"abc"), b"abc");
+        assert_eq!(latin1_to_utf8(&[0xE9, b'x', 0xFC]), "éxü".as_bytes());
     }
 
     #[test]

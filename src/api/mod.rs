@@ -1,9 +1,11 @@
 //! JSON and bearer handlers. The bearer side (`bearer`) is what scripts and
 //! gateways call with a token: `GET /api/v2/whoami`, `/auth/verify` for
-//! reverse proxies, and `POST /oauth/introspect` (RFC 7662).
+//! reverse proxies, and `POST /oauth/introspect` (RFC 7662) with its RFC 8414
+//! metadata document (`metadata`).
 
 pub mod api_keys;
 pub mod bearer;
 pub mod introspect;
+pub mod metadata;
 pub mod verify;
 pub mod whoami;

@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use super::bearer::{self, BearerError};
 use crate::app::AppState;
+use crate::request::ClientIp;
 use crate::verify::{TokenInfo, Use};
-use crate::web::client_ip::ClientIp;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct VerifyParams {
@@ -36,25 +36,69 @@ const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 
-/// The original request's method, as the proxy reports it.
-fn original_method<'a>(headers: &'a HeaderMap, own: &'a Method) -> &'a str {
-    [X_FORWARDED_METHOD, X_ORIGINAL_METHOD]
-        .iter()
-        .find_map(|name| headers.get(name)?.to_str().ok())
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .unwrap_or(own.as_str())
+/// The value a header family reports: `Ok(None)` when the header is absent,
+/// `Err` when it is there more than once or is not text (no proxy sends
+/// that; a client adding its own copy might).
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, ()> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => v.to_str().map(|v| Some(v.trim())).map_err(|_| ()),
+        (Some(_), Some(_)) => Err(()),
+    }
 }
 
-/// The original request's path, without query string or fragment (a query
-/// can carry secrets; it is never stored).
-fn original_path(headers: &HeaderMap) -> &str {
-    let uri = [X_FORWARDED_URI, X_ORIGINAL_URI]
-        .iter()
-        .find_map(|name| headers.get(name)?.to_str().ok())
-        .unwrap_or("/");
+/// What the two header conventions say about one fact of the original
+/// request. A proxy sets one family and passes the client's copy of the
+/// other on untouched, so when both are present they must agree: otherwise
+/// the client chose one of them, and which one is the proxy's cannot be
+/// told. The answer is then a refusal, not a guess.
+fn reported<'a>(
+    headers: &'a HeaderMap,
+    forwarded: &HeaderName,
+    original: &HeaderName,
+) -> Result<Option<&'a str>, BearerError> {
+    const CONFLICT: &str = "The request's X-Forwarded-Method/-Uri and X-Original-Method/-URI headers \
+         disagree or repeat: a client may have set one of them. Configure the proxy to set the \
+         family it uses and to overwrite (or drop) the other.";
+    let invalid = |_| BearerError::InvalidRequest(CONFLICT);
+    match (
+        single(headers, forwarded).map_err(invalid)?,
+        single(headers, original).map_err(invalid)?,
+    ) {
+        (Some(a), Some(b)) if a != b => Err(BearerError::InvalidRequest(CONFLICT)),
+        (a, b) => Ok(a.or(b).filter(|v| !v.is_empty())),
+    }
+}
+
+/// The original request's method and path, as the proxy reports them. The
+/// path has no query string or fragment (a query can carry secrets; it is
+/// never stored).
+fn original_request<'a>(
+    headers: &'a HeaderMap,
+    own: &'a Method,
+) -> Result<(&'a str, &'a str), BearerError> {
+    let method =
+        reported(headers, &X_FORWARDED_METHOD, &X_ORIGINAL_METHOD)?.unwrap_or(own.as_str());
+    let uri = reported(headers, &X_FORWARDED_URI, &X_ORIGINAL_URI)?.unwrap_or("/");
     let end = uri.find(['?', '#']).unwrap_or(uri.len());
-    &uri[..end]
+    Ok((method, &uri[..end]))
+}
+
+/// A request that carries an identity header of ours (`X-Keysmith-User`,
+/// or a `X_Keysmith_User` that CGI/WSGI upstreams merge with it) is refused:
+/// only Keysmith's answer may set them, and a proxy that forgot to overwrite
+/// one would pass the client's value on next to a valid token.
+fn carries_identity_headers(headers: &HeaderMap) -> bool {
+    const OURS: &[u8] = b"x-keysmith-";
+    headers.keys().any(|name| {
+        let name = name.as_str().as_bytes();
+        name.len() >= OURS.len()
+            && name[..OURS.len()]
+                .iter()
+                .zip(OURS)
+                .all(|(&c, &o)| c == o || (c == b'_' && o == b'-'))
+    })
 }
 
 #[tracing::instrument(name = "verify", skip_all)]
@@ -95,13 +139,16 @@ async fn check(
         },
     };
     let headers = &request.headers;
+    // What the client could have forged is refused before anything counts.
+    let (method, path) = original_request(headers, &request.method)?;
+    if carries_identity_headers(headers) {
+        return Err(BearerError::InvalidRequest(
+            "The request carries X-Keysmith-* headers; only Keysmith's answer may set them.",
+        ));
+    }
     let info = bearer::authenticate(state, headers).await?;
-    let used = Use {
-        method: original_method(headers, &request.method),
-        path: original_path(headers),
-        ip,
-    };
-    let decision = bearer::admit(state, &info, used)?;
+    // A request the token may not make is refused without spending its
+    // budget or counting as a use.
     if let Some(scope) = params.scope.as_deref() {
         bearer::require_scopes(&info, scope)?;
     }
@@ -113,6 +160,7 @@ async fn check(
             description: "The access token is restricted to other projects.",
         });
     }
+    let decision = bearer::admit(state, &info, Use { method, path, ip })?;
 
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
@@ -190,19 +238,75 @@ mod tests {
             ("x-forwarded-method", "POST"),
             ("x-forwarded-uri", "/a/b?secret=1"),
         ]);
-        assert_eq!(
-            (original_method(&h, &get), original_path(&h)),
-            ("POST", "/a/b")
-        );
+        assert_eq!(original_request(&h, &get), Ok(("POST", "/a/b")));
         let h = headers(&[
             ("x-original-method", "DELETE"),
             ("x-original-uri", "/x#frag"),
         ]);
-        assert_eq!(
-            (original_method(&h, &get), original_path(&h)),
-            ("DELETE", "/x")
-        );
-        let h = HeaderMap::new();
-        assert_eq!((original_method(&h, &get), original_path(&h)), ("GET", "/"));
+        assert_eq!(original_request(&h, &get), Ok(("DELETE", "/x")));
+        assert_eq!(original_request(&HeaderMap::new(), &get), Ok(("GET", "/")));
+    }
+
+    #[test]
+    fn both_conventions_must_agree() {
+        let get = Method::GET;
+        // nginx sets X-Original-*; the client adds X-Forwarded-Method: GET
+        // to be charged a read for its POST.
+        let h = headers(&[
+            ("x-original-method", "POST"),
+            ("x-original-uri", "/tickets"),
+            ("x-forwarded-method", "GET"),
+        ]);
+        assert!(matches!(
+            original_request(&h, &get),
+            Err(BearerError::InvalidRequest(_))
+        ));
+        let h = headers(&[
+            ("x-forwarded-uri", "/tickets"),
+            ("x-original-uri", "/totally/fake"),
+        ]);
+        assert!(matches!(
+            original_request(&h, &get),
+            Err(BearerError::InvalidRequest(_))
+        ));
+        // A proxy that sets both, the same way, is fine.
+        let h = headers(&[
+            ("x-original-method", "POST"),
+            ("x-forwarded-method", "POST"),
+            ("x-original-uri", "/t?q=1"),
+            ("x-forwarded-uri", "/t?q=1"),
+        ]);
+        assert_eq!(original_request(&h, &get), Ok(("POST", "/t")));
+        // Two copies of one header: one of them is not the proxy's.
+        let mut h = headers(&[("x-forwarded-method", "POST")]);
+        h.append("x-forwarded-method", "GET".parse().unwrap());
+        assert!(matches!(
+            original_request(&h, &get),
+            Err(BearerError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn identity_headers_in_the_request_are_noticed_in_every_spelling() {
+        for name in [
+            "x-keysmith-user",
+            "X-Keysmith-Token-Id",
+            "x_keysmith_user",
+            "X_KEYSMITH_EMAIL",
+            "x-keysmith_org",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "1".parse().unwrap(),
+            );
+            assert!(carries_identity_headers(&h), "{name}");
+        }
+        let h = headers(&[
+            ("x-keysmith", "1"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("authorization", "Bearer x"),
+        ]);
+        assert!(!carries_identity_headers(&h));
     }
 }

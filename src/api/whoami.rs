@@ -10,9 +10,9 @@ use time::format_description::well_known::Rfc3339;
 
 use super::bearer;
 use crate::app::AppState;
+use crate::request::ClientIp;
 use crate::store::from_unix;
 use crate::verify::{TokenInfo, Use};
-use crate::web::client_ip::ClientIp;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

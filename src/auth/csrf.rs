@@ -1,12 +1,14 @@
 //! Cross-site request forgery protection for every browser route.
 //!
-//! The CSRF token is derived from a cookie the browser holds but other sites
+//! The CSRF token is an HMAC, under a server secret generated at first start
+//! and kept in the database, of a cookie the browser holds but other sites
 //! can neither read nor set: the session cookie once signed in, before that a
-//! random "form" cookie this middleware hands out. Pages put the token in
+//! random "form" cookie this middleware hands out. Whoever manages to plant a
+//! cookie still cannot compute the token that goes with it. Pages put it in
 //! `<meta name="csrf-token">`, htmx and `fetch` send it as `X-CSRF-Token`,
 //! plain forms as the `csrf_token` field. A state-changing request without
-//! the right token, or with an `Origin` of another site, gets 403 and
-//! reaches no handler.
+//! the right token, or with an `Origin` (or `Referer`) other than the public
+//! URL's origin, gets 403 and reaches no handler.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -14,12 +16,53 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
-use sha2::{Digest, Sha256};
+use hmac::{KeyInit, Mac};
+use sha2::Sha256;
 
 use super::secret::Secret;
 use super::session::{secure_cookie, session_cookie_name};
 use crate::app::AppState;
 use crate::config::Config;
+use crate::store::{Db, StoreResult, server_secrets};
+
+/// The server's key for CSRF tokens. Never printed.
+#[derive(Clone)]
+pub struct CsrfKey([u8; 32]);
+
+impl std::fmt::Debug for CsrfKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CsrfKey(<redacted>)")
+    }
+}
+
+impl CsrfKey {
+    /// The key kept in the database, made on the first start of the first
+    /// instance. A stored value that is not 64 hex digits (edited by hand)
+    /// is hashed into a key rather than refused.
+    pub async fn load(db: &Db) -> StoreResult<CsrfKey> {
+        let stored = server_secrets::get_or_create(db, "csrf_key", || {
+            use rand::TryRng;
+            let mut bytes = [0u8; 32];
+            // Without the OS RNG there is no safe key to make at all.
+            rand::rngs::SysRng
+                .try_fill_bytes(&mut bytes)
+                .expect("the operating system's random number generator failed");
+            hex::encode(bytes)
+        })
+        .await?;
+        let mut key = [0u8; 32];
+        match hex::decode(stored.trim()) {
+            Ok(bytes) if bytes.len() == 32 => key.copy_from_slice(&bytes),
+            _ => key.copy_from_slice(&<Sha256 as sha2::Digest>::digest(stored.as_bytes())),
+        }
+        Ok(CsrfKey(key))
+    }
+
+    #[cfg(test)]
+    fn from_bytes(key: [u8; 32]) -> CsrfKey {
+        CsrfKey(key)
+    }
+}
 
 /// The token for this request, for templates (`layout.csrf`).
 #[derive(Debug, Clone)]
@@ -33,8 +76,13 @@ fn form_cookie_name(config: &Config) -> &'static str {
     }
 }
 
-fn derive(seed: &str) -> String {
-    hex::encode(Sha256::digest(format!("keysmith-csrf:{seed}").as_bytes()))
+fn derive(key: &CsrfKey, seed: &str) -> String {
+    let Ok(mut mac) = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&key.0) else {
+        unreachable!("HMAC takes keys of any length")
+    };
+    mac.update(b"keysmith-csrf:");
+    mac.update(seed.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Equal in time whatever the inputs share.
@@ -51,45 +99,36 @@ fn changes_state(method: &Method) -> bool {
 }
 
 /// Whether a state-changing request may come from where it says it does.
-/// `Sec-Fetch-Site: cross-site` is refused outright. An `Origin` is fine when
-/// absent (old browsers), when it is the public URL's origin or the Host we
-/// were reached on, or when it is `null` on a same-origin request: with
-/// `Referrer-Policy: no-referrer` browsers send `Origin: null` even for our
-/// own forms, and `Sec-Fetch-Site` says whether it really was ours.
+/// `Sec-Fetch-Site: cross-site` or `same-site` is refused outright. Then the
+/// `Origin`, or without one the `Referer`, must be exactly the public URL's
+/// origin: scheme, host and port (so `https://…` on an http deployment,
+/// `http://x@host` or a sibling port are refused). `Origin: null` passes
+/// only on a same-origin request: with `Referrer-Policy: no-referrer`
+/// browsers send it even for our own forms, and `Sec-Fetch-Site` says
+/// whether it really was ours. A request with neither header (old browsers,
+/// scripts) still needs the CSRF token.
 fn origin_allowed(config: &Config, request: &Request) -> bool {
-    let fetch_site = request
-        .headers()
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok());
+    let headers = request.headers();
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if matches!(fetch_site, Some("cross-site" | "same-site")) {
         return false;
     }
-    let Some(origin) = request.headers().get(header::ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    if origin == "null" {
-        return fetch_site == Some("same-origin");
-    }
     let public = config.public_url.origin().ascii_serialization();
-    if origin == public {
-        return true;
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        return match origin.to_str() {
+            Ok("null") => fetch_site == Some("same-origin"),
+            Ok(origin) => origin == public,
+            Err(_) => false,
+        };
     }
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    match (url::Url::parse(origin), host) {
-        (Ok(o), Some(host)) => {
-            let o_host = match o.port() {
-                Some(p) => format!("{}:{p}", o.host_str().unwrap_or_default()),
-                None => o.host_str().unwrap_or_default().to_string(),
-            };
-            o_host.eq_ignore_ascii_case(host)
-        }
-        _ => false,
+    match headers.get(header::REFERER).map(|r| r.to_str()) {
+        None => true,
+        Some(Ok(referer)) => url::Url::parse(referer).is_ok_and(|r| {
+            r.username().is_empty()
+                && r.password().is_none()
+                && r.origin().ascii_serialization() == public
+        }),
+        Some(Err(_)) => false,
     }
 }
 
@@ -114,7 +153,7 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
             (fresh.clone(), Some(fresh))
         }
     };
-    let expected = derive(&seed);
+    let expected = derive(&state.csrf_key, &seed);
     let htmx = request.headers().contains_key("hx-request");
     let mut request = request;
 
@@ -212,12 +251,94 @@ mod tests {
     use super::*;
 
     #[test]
-    fn derived_tokens_differ_per_seed_and_hide_it() {
-        let a = derive("seed-a");
-        assert_ne!(a, derive("seed-b"));
+    fn derived_tokens_differ_per_seed_and_per_key_and_hide_both() {
+        let key = CsrfKey::from_bytes([7; 32]);
+        let a = derive(&key, "seed-a");
+        assert_ne!(a, derive(&key, "seed-b"));
         assert!(!a.contains("seed-a"));
-        assert!(same(&a, &derive("seed-a")));
+        assert!(same(&a, &derive(&key, "seed-a")));
         assert!(!same(&a, &a[1..]));
+        // Knowing the cookie is not enough: another key, another token, and
+        // not the unkeyed hash either.
+        assert_ne!(a, derive(&CsrfKey::from_bytes([8; 32]), "seed-a"));
+        let unkeyed = hex::encode(<Sha256 as sha2::Digest>::digest(b"keysmith-csrf:seed-a"));
+        assert_ne!(a, unkeyed);
+    }
+
+    fn config() -> Config {
+        let vars = std::collections::HashMap::from([
+            ("KEYSMITH_CONFIG".to_string(), "/dev/null".to_string()),
+            (
+                "KEYSMITH_PUBLIC_URL".to_string(),
+                "http://keys.example.com:8080".to_string(),
+            ),
+        ]);
+        Config::from_vars(&vars).unwrap()
+    }
+
+    fn post(pairs: &[(&str, &str)]) -> Request {
+        let mut r = Request::builder().method("POST").uri("/signin");
+        for (k, v) in pairs {
+            r = r.header(*k, *v);
+        }
+        r.body(Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn only_the_public_origin_exactly_may_post() {
+        let c = config();
+        let host = ("host", "keys.example.com:8080");
+        assert!(origin_allowed(
+            &c,
+            &post(&[host, ("origin", "http://keys.example.com:8080")])
+        ));
+        assert!(origin_allowed(&c, &post(&[host])), "no Origin, no Referer");
+        for bad in [
+            "https://keys.example.com:8080",
+            "http://keys.example.com",
+            "http://x@keys.example.com:8080",
+            "http://keys.example.com:8080/path",
+            "http://evil.example.com",
+        ] {
+            assert!(
+                !origin_allowed(&c, &post(&[host, ("origin", bad)])),
+                "{bad}"
+            );
+        }
+        assert!(origin_allowed(
+            &c,
+            &post(&[
+                host,
+                (
+                    "referer",
+                    "http://keys.example.com:8080/settings/api-tokens"
+                )
+            ])
+        ));
+        for bad in [
+            "https://keys.example.com:8080/",
+            "http://u:p@keys.example.com:8080/",
+            "http://evil.example.com/",
+            "not a url",
+        ] {
+            assert!(
+                !origin_allowed(&c, &post(&[host, ("referer", bad)])),
+                "{bad}"
+            );
+        }
+        assert!(origin_allowed(
+            &c,
+            &post(&[host, ("origin", "null"), ("sec-fetch-site", "same-origin")])
+        ));
+        assert!(!origin_allowed(&c, &post(&[host, ("origin", "null")])));
+        assert!(!origin_allowed(
+            &c,
+            &post(&[
+                host,
+                ("origin", "http://keys.example.com:8080"),
+                ("sec-fetch-site", "cross-site")
+            ])
+        ));
     }
 
     #[test]

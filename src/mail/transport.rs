@@ -81,7 +81,7 @@ async fn write_dev_mail(
     subject: &str,
     links: &[String],
 ) -> Result<(), String> {
-    tokio::fs::create_dir_all(dir)
+    create_private_dir(dir)
         .await
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let now = time::OffsetDateTime::now_utc();
@@ -91,7 +91,7 @@ async fn write_dev_mail(
         crate::auth::secret::short_random()
     );
     let eml = dir.join(format!("{stem}.eml"));
-    tokio::fs::write(&eml, message.formatted())
+    write_private(&eml, &message.formatted())
         .await
         .map_err(|e| format!("cannot write {}: {e}", eml.display()))?;
     let meta = DevMailMeta {
@@ -104,13 +104,34 @@ async fn write_dev_mail(
         links: links.to_vec(),
     };
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
-    tokio::fs::write(dir.join(format!("{stem}.json")), json)
+    write_private(&dir.join(format!("{stem}.json")), &json)
         .await
         .map_err(|e| format!("cannot write mail metadata: {e}"))?;
     // Development only: with no SMTP configured the outbox folder is the
     // mailbox, and printing the link is how a newcomer follows it.
     tracing::info!(file = %eml.display(), %to, %subject, links = ?links, "mail written to the development outbox (no KEYSMITH_SMTP_URL set)");
     Ok(())
+}
+
+/// The outbox folder holds working sign-in links: only its owner may list it.
+async fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = tokio::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder.create(dir).await
+}
+
+/// Writes a new file readable by its owner only (0600), whatever the umask.
+async fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).await?;
+    file.write_all(bytes).await?;
+    file.flush().await
 }
 
 /// Messages in the development outbox, newest first.

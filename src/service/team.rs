@@ -14,6 +14,7 @@ use crate::auth::secret::Secret;
 use crate::auth::session::{SignedIn, start_session};
 use crate::domain::EmailAddress;
 use crate::mail::{self, Mail, RevokedBy};
+use crate::request::RequestMeta;
 use crate::service::tokens::FieldErrors;
 use crate::store::invalidation::Invalidation;
 use crate::store::links::{self, LinkKind, LinkState};
@@ -22,7 +23,6 @@ use crate::store::team::{self, MemberRow, MemberStatus};
 use crate::store::tokens::{self, Actor, RevokeReason, TokenRecord};
 use crate::store::{AuditEvent, StoreError, projects, record_audit};
 use crate::verify::commit_and_invalidate;
-use crate::web::client_ip::RequestMeta;
 
 /// Bounds of the policy's numbers: generous, but not absurd.
 pub const MAX_PER_MINUTE: i64 = 1_000_000;

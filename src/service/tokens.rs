@@ -14,13 +14,13 @@ use crate::auth::secret::Secret;
 use crate::auth::session::SignedIn;
 use crate::domain::TokenLabel;
 use crate::mail::{self, Mail, RevokedBy};
+use crate::request::RequestMeta;
 use crate::store::invalidation::Invalidation;
 use crate::store::links::{self, LinkKind, LinkState};
 use crate::store::tokens::{self, Actor, NewToken, RevokeReason, TokenRecord};
 use crate::store::{StoreError, orgs, projects};
 use crate::token::{Expiry, PlainToken, ScopeSet, expiry_in_days, parse_new_expiry};
 use crate::verify::commit_and_invalidate;
-use crate::web::client_ip::RequestMeta;
 
 /// Messages per field, shown next to the field (pages) or as `errors` (JSON).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

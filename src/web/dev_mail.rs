@@ -1,13 +1,14 @@
 //! `/dev/mail`: the development mailbox, listing the messages written to the
 //! outbox folder when no SMTP server is configured. It holds working sign-in
-//! links, so it is served only to clients on this machine, and not at all
-//! once SMTP is configured.
-
-use std::net::SocketAddr;
+//! links, so it is served only to a request straight from this machine (a
+//! loopback peer, no proxy's forwarding headers, a loopback `Host`), and not
+//! at all once SMTP is configured. Anything else is a 404, as if it did not
+//! exist: behind a same-host reverse proxy every visitor's peer is loopback.
 
 use askama::Template;
 use axum::Extension;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
+use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse};
 
 use crate::app::AppState;
@@ -29,12 +30,12 @@ struct DevMailPage {
 pub async fn dev_mail(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    parts: Parts,
 ) -> PageResult {
     let MailTransport::DevOutbox(dir) = &state.config.mail else {
         return Err(AppError::NotFound.into());
     };
-    if !peer.ip().is_loopback() {
+    if !crate::request::is_direct_from_loopback(&parts) {
         return Err(AppError::NotFound.into());
     }
     let page = DevMailPage {

@@ -2,7 +2,6 @@
 
 pub mod account;
 pub mod assets;
-pub mod client_ip;
 pub mod dev_mail;
 pub mod flash;
 pub mod format;

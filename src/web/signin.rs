@@ -24,9 +24,9 @@ use crate::auth::session::{
 };
 use crate::domain::EmailAddress;
 use crate::mail::{self, Mail};
+use crate::request::ClientIp;
 use crate::store::links::{self, LinkKind, LinkState};
 use crate::store::{StoreError, orgs, sessions};
-use crate::web::client_ip::ClientIp;
 use crate::web::layout::Layout;
 use crate::web::pages::{PageResult, message_response, no_store};
 
@@ -120,7 +120,7 @@ pub async fn request_link(
     let limited = state
         .throttles
         .signin_by_ip
-        .hit(&ip.to_string(), now)
+        .hit(&crate::auth::throttle::network_key(ip), now)
         .and_then(|()| state.throttles.signin_by_email.hit(email.as_str(), now));
     if let Err(wait) = limited {
         let minutes = (wait + 59) / 60;

@@ -26,6 +26,7 @@ use crate::auth::csrf::CsrfToken;
 use crate::auth::secret::Secret;
 use crate::auth::session::{SignedIn, url_encode};
 use crate::error::AppError;
+use crate::request::RequestMeta;
 use crate::service::team::{
     self as ops, Invitation, InviteInput, MAX_LIFETIME_DAYS, MAX_PER_MINUTE, PolicyInput,
     TeamOpError,
@@ -35,7 +36,6 @@ use crate::store::orgs::{self, Role};
 use crate::store::projects;
 use crate::store::team::{self as store_team, MemberRow, MemberStatus, ProjectRow};
 use crate::store::tokens as store_tokens;
-use crate::web::client_ip::RequestMeta;
 use crate::web::flash;
 use crate::web::format::{exact, iso, relative};
 use crate::web::layout::Layout;
@@ -391,6 +391,9 @@ struct ProjectsPartial {
     csrf: String,
 }
 
+/// The longest member search accepted: the longest email address.
+const MAX_SEARCH: usize = 254;
+
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
     #[serde(default)]
@@ -450,6 +453,31 @@ pub async fn page(
     }
     // Bad paging input reads as the first page, never an error.
     let page = q.page.trim().parse::<i64>().unwrap_or(1).max(1);
+    // No email address is longer, and an unbounded pattern is work for the
+    // database that can only find nothing.
+    if q.q.chars().count() > MAX_SEARCH {
+        let message = format!(
+            "A search is at most {MAX_SEARCH} characters (an email address or part of one)."
+        );
+        if is_htmx(&headers) {
+            return Ok(no_store(
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Html(format!(
+                        "<div class=\"alert alert-error\" role=\"alert\">{message}</div>"
+                    )),
+                )
+                    .into_response(),
+            ));
+        }
+        return Ok(message_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            layout(&state, &csrf.0, &who),
+            "Search too long",
+            &message,
+            Some(("/team", "Back to the team")),
+        ));
+    }
     if is_htmx(&headers) && htmx_target(&headers) == Some("members") {
         let members = members_view(&state, &who, &q.q, page).await?;
         let html = MembersPartial {

@@ -18,13 +18,13 @@ use crate::auth::csrf::CsrfToken;
 use crate::auth::session::{SignedIn, url_encode};
 use crate::config::Config;
 use crate::error::AppError;
+use crate::request::RequestMeta;
 use crate::service::tokens::{
     self as ops, ExpiryInput, FieldErrors, NewTokenInput, TokenChanges, TokenOpError,
 };
 use crate::store::tokens::{self as store_tokens, TokenRecord};
 use crate::store::{from_unix, projects};
 use crate::token::{Expiry, PlainToken};
-use crate::web::client_ip::RequestMeta;
 use crate::web::flash;
 use crate::web::format::{date_only, exact, iso, relative};
 use crate::web::layout::Layout;

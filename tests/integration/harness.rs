@@ -38,6 +38,30 @@ macro_rules! backend_tests {
             )*
         }
     };
+    // One attribute for every test on both backends, e.g. a further
+    // `cfg_attr(skip_…, ignore = "…")` for tests that need another program.
+    (#[$attr:meta] $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[$attr]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(skip_postgres_tests, ignore = "PostgreSQL test skipped: set KEYSMITH_TEST_POSTGRES_URL (CI sets it)")]
+                // One reason is enough (a second `ignore` is a warning).
+                #[cfg_attr(not(skip_postgres_tests), $attr)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Postgres).await
+                }
+            )*
+        }
+    };
 }
 
 /// A database that exists for one test: a SQLite file in a temporary

@@ -5,14 +5,18 @@
 mod harness;
 
 mod api_keys;
+mod bad_input;
 mod bearer;
 mod browser;
 mod cli;
+mod client_ip;
+mod dev_mail;
 mod health;
 mod mail;
 mod notifications;
 mod proxies;
 mod secrets;
+mod sessions;
 mod signin;
 mod static_assets;
 mod store;

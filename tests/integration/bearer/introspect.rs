@@ -1,4 +1,5 @@
-//! `POST /oauth/introspect` (RFC 7662).
+//! `POST /oauth/introspect` (RFC 7662) and the metadata document that
+//! points at it, `GET /.well-known/oauth-authorization-server` (RFC 8414).
 
 use serde_json::{Value, json};
 
@@ -12,6 +13,10 @@ backend_tests!(
     get_is_method_not_allowed,
     an_active_token_is_described,
     anything_not_active_is_exactly_active_false,
+    form_urlencoded_client_credentials_are_accepted,
+    metadata_names_the_issuer_and_the_introspection_endpoint,
+    metadata_issuer_is_the_public_url_without_trailing_slash,
+    metadata_answers_get_and_head_only,
 );
 
 const CLIENT: (&str, &str) = ("gateway", "0123456789abcdef0123");
@@ -199,6 +204,133 @@ async fn anything_not_active_is_exactly_active_false(backend: Backend) {
         let r = introspect(&app, token).await;
         assert_eq!(r.status(), 200, "{token}");
         assert_eq!(r.text().await.unwrap(), r#"{"active":false}"#, "{token}");
+    }
+    app.shutdown().await;
+}
+
+/// `Authorization: Basic` over exactly these bytes.
+fn basic_header(user_pass: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_pass)
+    )
+}
+
+async fn form_urlencoded_client_credentials_are_accepted(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[(
+            "KEYSMITH_INTROSPECTION_CREDENTIALS",
+            "my-gateway:introspect-secret:1 + 2",
+        )],
+    )
+    .await;
+    let org = org(&app).await;
+    let t = owner_token(&app, &org).await;
+    let status = |creds: &'static str| {
+        let req = app
+            .client
+            .post(app.url("/oauth/introspect"))
+            .header("authorization", basic_header(creds))
+            .form(&[("token", t.token.as_str())]);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    // RFC 6749 §2.3.1 as openid-client writes it, then other spellings.
+    assert_eq!(
+        status("my%2Dgateway:introspect%2Dsecret%3A1+%2B+2").await,
+        200
+    );
+    assert_eq!(
+        status("my-gateway:introspect-secret%3a1%20%2b%202").await,
+        200
+    );
+    assert_eq!(status("my-gateway:introspect-secret:1 + 2").await, 200);
+    // A raw `+` is a space once decoded, and no reading gives the secret.
+    assert_eq!(status("my-gateway:introspect-secret:1 %2B 2+").await, 401);
+    assert_eq!(
+        status("my%2Dgateway:introspect%2Dsecret%3A1+%2B+3").await,
+        401
+    );
+    assert_eq!(
+        status("my%252Dgateway:introspect%2Dsecret%3A1+%2B+2").await,
+        401
+    );
+    app.shutdown().await;
+}
+
+async fn metadata_names_the_issuer_and_the_introspection_endpoint(backend: Backend) {
+    let app = spawn(backend).await;
+    let r = app.get("/.well-known/oauth-authorization-server").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        header(&r, "cache-control").as_deref(),
+        Some("public, max-age=300")
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "issuer": app.base_url,
+            "introspection_endpoint": app.url("/oauth/introspect"),
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "response_types_supported": [],
+            "grant_types_supported": [],
+            "scopes_supported": ["read", "write"],
+        })
+    );
+    assert!(!app.base_url.ends_with('/'));
+    app.shutdown().await;
+}
+
+async fn metadata_issuer_is_the_public_url_without_trailing_slash(backend: Backend) {
+    for (public_url, issuer) in [
+        ("https://keys.example.com/", "https://keys.example.com"),
+        (
+            "https://keys.example.com/base/",
+            "https://keys.example.com/base",
+        ),
+    ] {
+        let app = TestApp::spawn_with(backend, &[("KEYSMITH_PUBLIC_URL", public_url)]).await;
+        let body: Value = app
+            .get("/.well-known/oauth-authorization-server")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["issuer"], issuer);
+        assert_eq!(
+            body["introspection_endpoint"],
+            format!("{issuer}/oauth/introspect")
+        );
+        app.shutdown().await;
+    }
+}
+
+async fn metadata_answers_get_and_head_only(backend: Backend) {
+    let app = spawn(backend).await;
+    let url = app.url("/.well-known/oauth-authorization-server");
+    let r = app.client.head(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
+    for method in [
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+        reqwest::Method::PATCH,
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method}");
+        assert_eq!(header(&r, "allow").as_deref(), Some("GET,HEAD"), "{method}");
     }
     app.shutdown().await;
 }

@@ -2,8 +2,10 @@
 //! /oauth/introspect`, and what they share — RFC 6750 errors, rate limits,
 //! last use, and instant revocation (on one instance and across two).
 
+mod forged;
 mod introspect;
 mod last_used;
+mod oauth_clients;
 mod rate_limits;
 mod revocation;
 mod two_instances;
