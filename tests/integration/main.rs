@@ -14,6 +14,7 @@ mod dev_mail;
 mod health;
 mod mail;
 mod notifications;
+mod proxies;
 mod secrets;
 mod sessions;
 mod signin;
