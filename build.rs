@@ -11,6 +11,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_smtp_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_oauth_client_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_proxy_tests)");
+    println!("cargo::rustc-check-cfg=cfg(skip_root_tests)");
     for var in [
         "CI",
         "KEYSMITH_TEST_POSTGRES_URL",
@@ -26,6 +27,17 @@ fn main() {
     let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
     if ci {
         return;
+    }
+    // The storage-fault tests mount a small tmpfs and run a private
+    // PostgreSQL server (as the postgres user), which needs root.
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    });
+    if !root {
+        println!("cargo::rustc-cfg=skip_root_tests");
     }
     if std::env::var_os("KEYSMITH_TEST_POSTGRES_URL").is_none_or(|v| v.is_empty()) {
         println!("cargo::rustc-cfg=skip_postgres_tests");

@@ -174,6 +174,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::csrf::protect,
         ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            web::health::track_writes,
+        ))
         // Every page, fragment and JSON answer here is someone's (or holds
         // a CSRF token): never kept by a browser or shared cache.
         .route_layer(SetResponseHeaderLayer::if_not_present(

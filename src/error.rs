@@ -15,6 +15,11 @@ pub enum AppError {
     NotFound,
     #[error("the database is not answering; try again shortly")]
     Unavailable,
+    /// The store refused a write (`reason` says why); nothing was changed.
+    #[error(
+        "Nothing was saved: the server's storage cannot write ({0}). Try again later; if it lasts, tell the operator."
+    )]
+    CannotWrite(&'static str),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -30,6 +35,7 @@ impl From<StoreError> for AppError {
         match e {
             StoreError::NotFound => AppError::NotFound,
             StoreError::Unavailable => AppError::Unavailable,
+            StoreError::CannotWrite(reason) => AppError::CannotWrite(reason),
             other => AppError::Internal(other.into()),
         }
     }
@@ -45,7 +51,7 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::NotFound => StatusCode::NOT_FOUND,
-            AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable | AppError::CannotWrite(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -67,10 +73,16 @@ impl IntoResponse for AppError {
         match &self {
             AppError::Internal(e) => tracing::error!(error = format!("{e:#}"), "request failed"),
             AppError::Unavailable => tracing::warn!("database unavailable"),
+            AppError::CannotWrite(reason) => tracing::error!(reason, "the database cannot write"),
             _ => {}
         }
         let mut response =
             (status, Json(json!({ "error": self.public_message() }))).into_response();
+        if let AppError::CannotWrite(reason) = self {
+            response
+                .extensions_mut()
+                .insert(crate::web::health::CannotWriteMarker(reason));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

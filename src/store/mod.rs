@@ -8,6 +8,7 @@
 //! Functions take `&Db` for reads and `&mut AnyConnection` (a transaction from
 //! [`Db::begin`]) for writes, and know nothing of HTTP.
 
+pub mod health;
 pub mod invalidation;
 pub mod links;
 pub mod orgs;
@@ -21,9 +22,9 @@ pub mod verification;
 
 use std::time::Duration;
 
-use sqlx::AnyConnection;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{AnyConnection, Connection};
 use time::OffsetDateTime;
 
 use crate::config::DatabaseUrl;
@@ -46,6 +47,10 @@ pub enum StoreError {
     /// The pool had no connection to give within its acquire timeout.
     #[error("the database did not answer in time")]
     Unavailable,
+    /// The database refused to store anything: disk full, a failed write,
+    /// read-only. Nothing was changed; it may pass once the operator acts.
+    #[error("the database cannot write: {0}")]
+    CannotWrite(&'static str),
     #[error("cannot open the database: {0}")]
     Connect(String),
     #[error("database migration failed: {0}")]
@@ -60,8 +65,44 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => StoreError::Unavailable,
             sqlx::Error::Io(_) => StoreError::Unavailable,
+            sqlx::Error::Database(ref db) => {
+                let code = db.code();
+                if let Some(reason) = cannot_write_reason(code.as_deref()) {
+                    StoreError::CannotWrite(reason)
+                } else if is_transient(code.as_deref()) {
+                    StoreError::Unavailable
+                } else {
+                    StoreError::Database(e)
+                }
+            }
             other => StoreError::Database(other),
         }
+    }
+}
+
+/// The database went away under a statement (PostgreSQL restarting or
+/// failing over: SQLSTATE class 08 and 57P01–57P03); a retry will reach it.
+fn is_transient(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03"))
+}
+
+/// Tells storage failures apart from other database errors by their codes:
+/// SQLite's primary result codes (the low byte of an extended code) and
+/// PostgreSQL's SQLSTATEs.
+fn cannot_write_reason(code: Option<&str>) -> Option<&'static str> {
+    let code = code?;
+    match code {
+        "53100" => return Some("the disk is full"),
+        "25006" => return Some("the database is read-only"),
+        "58030" => return Some("the disk failed a write"),
+        _ => {}
+    }
+    let sqlite: i64 = code.parse().ok()?;
+    match sqlite & 0xff {
+        13 => Some("the disk is full"),
+        10 => Some("the disk failed a write"),
+        8 => Some("the database is read-only"),
+        _ => None,
     }
 }
 
@@ -98,6 +139,7 @@ impl Default for PoolSettings {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    write_health: std::sync::Arc<health::WriteHealth>,
 }
 
 /// SQLite settings applied on every new connection. sqlx does not turn on WAL
@@ -134,6 +176,20 @@ impl Db {
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(settings.acquire_timeout);
+        // A connection that comes back still inside a transaction is closed,
+        // not reused. That happens when SQLite rolled a transaction back by
+        // itself (a full disk during COMMIT): the driver's own ROLLBACK then
+        // fails, it keeps counting the transaction as open, and every later
+        // BEGIN on that connection would fail for as long as the process
+        // lives. A ping first lets a rollback queued on drop finish.
+        options = options.after_release(|conn, _meta| {
+            Box::pin(async move {
+                if conn.is_in_transaction() {
+                    conn.ping().await?;
+                }
+                Ok(!conn.is_in_transaction())
+            })
+        });
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -146,7 +202,11 @@ impl Db {
             .connect(url.connect_url())
             .await
             .map_err(|e| StoreError::Connect(describe_connect_error(&e, url)))?;
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            write_health: Default::default(),
+        })
     }
 
     /// Brings the schema up to date. Safe to run from several instances at once
@@ -171,6 +231,11 @@ impl Db {
         }
     }
 
+    /// What this instance's own writes have met lately (see [`health`]).
+    pub fn write_health(&self) -> &health::WriteHealth {
+        &self.write_health
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -189,6 +254,21 @@ impl Db {
     /// Answers whether the database responds to a trivial query.
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Answers whether the database can store something: one small write,
+    /// committed (a SELECT passes on a full disk or a read-only file).
+    pub async fn probe_write(&self) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO readiness_probe (id, checked_at) VALUES (1, $1) \
+             ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(unix_now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -19,6 +19,7 @@ mod secrets;
 mod sessions;
 mod signin;
 mod static_assets;
+mod storage_faults;
 mod store;
 mod team;
 mod tokens_page;
