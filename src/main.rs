@@ -70,9 +70,10 @@ enum Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let result = Config::from_env()
-        .map_err(|e| Failure::Usage(format!("configuration error: {e}")))
+    let result = init_tracing()
+        .and_then(|()| {
+            Config::from_env().map_err(|e| Failure::Usage(format!("configuration error: {e}")))
+        })
         .and_then(|config| {
             tokio::runtime::Runtime::new()
                 .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?
@@ -196,13 +197,42 @@ async fn open(config: &Config) -> Result<Db, Failure> {
         .map_err(|e| Failure::Runtime(e.to_string()))
 }
 
-fn init_tracing() {
+/// Logs to stderr: human-readable text, or one JSON object per line
+/// (`KEYSMITH_LOG_FORMAT=json`) for log shippers. A filter or format that
+/// cannot be read is a usage error, not a silent fallback.
+fn init_tracing() -> Result<(), Failure> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("KEYSMITH_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("keysmith=info,tower_http=info,warn"));
-    tracing_subscriber::fmt()
+    let filter = match std::env::var("KEYSMITH_LOG") {
+        Err(_) => EnvFilter::new("keysmith=info,tower_http=info,warn"),
+        Ok(spec) => EnvFilter::try_new(&spec).map_err(|e| {
+            Failure::Usage(format!(
+                "configuration error: KEYSMITH_LOG: {e} (a tracing filter, e.g. `keysmith=debug,warn`)"
+            ))
+        })?,
+    };
+    let json = match std::env::var("KEYSMITH_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("text") => false,
+        Ok("json") => true,
+        Ok(other) => {
+            return Err(Failure::Usage(format!(
+                "configuration error: KEYSMITH_LOG_FORMAT: expected `text` or `json`, got `{other}`"
+            )));
+        }
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    Ok(())
 }

@@ -244,6 +244,8 @@ fn bad_environment_values_name_the_setting() {
         ("KEYSMITH_SMTP_URL", "http://mail"),
         ("KEYSMITH_TOKEN_PREFIX", "Has Spaces"),
         ("KEYSMITH_MAIL_FROM", "not a mailbox"),
+        ("KEYSMITH_LOG_FORMAT", "xml"),
+        ("KEYSMITH_LOG", "keysmith=loud"),
     ] {
         let out = keysmith(dir.path()).env(var, value).output().unwrap();
         assert_one_line_error(&out, 2, var);
@@ -482,5 +484,60 @@ async fn plaintext_tokens_never_reach_the_logs() {
     assert!(
         !logs.contains(body),
         "the token leaked into the logs:\n{logs}"
+    );
+}
+
+/// `KEYSMITH_LOG_FORMAT=json`: every line the server logs is one JSON
+/// object with a time, a level and a message, including request logs.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = keysmith(dir.path())
+        .env("KEYSMITH_ADDR", format!("127.0.0.1:{port}"))
+        .env("KEYSMITH_LOG_FORMAT", "json")
+        .env("KEYSMITH_LOG", "keysmith=info,tower_http=debug,warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while blocking_get(&format!("{base}/healthz")).is_none() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        blocking_get(&format!("{base}/no-such-page"))
+            .unwrap()
+            .starts_with("HTTP/1.1 404")
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<&str> = logged.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() >= 3,
+        "start-up, requests and shutdown are logged: {logged}"
+    );
+    for line in &lines {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        for field in ["timestamp", "level", "target"] {
+            assert!(event[field].is_string(), "no {field}: {line}");
+        }
+        assert!(event["message"].is_string(), "no message: {line}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"status\":404") || l.contains("\"status\":\"404")),
+        "the 404 request is logged with its status: {logged}"
     );
 }
