@@ -342,6 +342,9 @@ pub struct Config {
     pub mail_from: lettre::message::Mailbox,
     /// A message not delivered this long after it was written is marked failed.
     pub mail_give_up_after: Duration,
+    /// The most one message may take to hand to the SMTP server, every
+    /// phase included (connect, TLS, each command, DATA).
+    pub smtp_timeout: Duration,
     pub token_prefix: TokenPrefix,
     pub scopes: ScopeCatalogue,
     pub rate_limits: RateLimits,
@@ -379,6 +382,7 @@ struct FileConfig {
     smtp_url: Option<String>,
     mail_from: Option<String>,
     mail_give_up_hours: Option<u64>,
+    smtp_timeout_seconds: Option<u64>,
     token_prefix: Option<String>,
     trusted_proxies: Option<String>,
     client_ip_header: Option<String>,
@@ -486,6 +490,17 @@ impl Config {
             Some(v) => u64::from(parse_positive("KEYSMITH_MAIL_GIVE_UP_HOURS", v)?),
             None => file.mail_give_up_hours.unwrap_or(24),
         };
+
+        let smtp_timeout_seconds = match vars.get("KEYSMITH_SMTP_TIMEOUT_SECONDS") {
+            Some(v) => u64::from(parse_positive("KEYSMITH_SMTP_TIMEOUT_SECONDS", v)?),
+            None => file.smtp_timeout_seconds.unwrap_or(20),
+        };
+        if !(1..=300).contains(&smtp_timeout_seconds) {
+            return Err(ConfigError::new(
+                "KEYSMITH_SMTP_TIMEOUT_SECONDS",
+                format!("{smtp_timeout_seconds} is out of range; expected 1 to 300 seconds"),
+            ));
+        }
 
         let prefix_raw =
             get("KEYSMITH_TOKEN_PREFIX", file.token_prefix.as_ref()).unwrap_or_else(|| "ks".into());
@@ -611,6 +626,7 @@ impl Config {
             mail,
             mail_from,
             mail_give_up_after: Duration::from_secs(give_up_hours * 3600),
+            smtp_timeout: Duration::from_secs(smtp_timeout_seconds),
             token_prefix,
             scopes,
             rate_limits,

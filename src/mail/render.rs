@@ -6,7 +6,7 @@ use askama::Template;
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 
-use crate::auth::secret::{Secret, short_random};
+use crate::auth::secret::Secret;
 use crate::auth::signin::{SIGNIN_LINK_TTL_SECONDS, signin_link_path};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -94,7 +94,7 @@ pub async fn prepare(
         }
         notice => super::notices::render_notice(db, config, clock, notice).await?,
     };
-    let message = assemble(config, &row.recipient, &rendered)?;
+    let message = assemble(config, row, &rendered)?;
     Ok(Prepared {
         message,
         subject: rendered.subject,
@@ -162,8 +162,32 @@ async fn render_sign_in(
     })
 }
 
-fn assemble(config: &Config, recipient: &str, r: &Rendered) -> Result<Message, PrepareError> {
-    let to: Mailbox = recipient
+/// The same for every attempt at one outbox row, so that a copy sent twice
+/// (a crash between the SMTP server's 250 and the outbox update; a shutdown
+/// mid-DATA) is recognisable as a duplicate by the receiver. The row's id
+/// and time, with a hash that also covers its template and recipient, keep
+/// it unique across databases that reuse ids; no payload (it may hold a
+/// link) goes into it.
+fn message_id(row: &OutboxMessage, domain: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(row.id.to_be_bytes())
+        .chain_update(row.created_at.to_be_bytes())
+        .chain_update(row.template.as_bytes())
+        .chain_update([0])
+        .chain_update(row.recipient.as_bytes())
+        .finalize();
+    format!(
+        "<keysmith.{}.{}.{}@{domain}>",
+        row.created_at,
+        row.id,
+        hex::encode(&digest[..8])
+    )
+}
+
+fn assemble(config: &Config, row: &OutboxMessage, r: &Rendered) -> Result<Message, PrepareError> {
+    let to: Mailbox = row
+        .recipient
         .parse()
         .map_err(|e| PrepareError::Drop(format!("bad recipient address: {e}")))?;
     let domain = config.mail_from.email.domain().to_string();
@@ -171,12 +195,7 @@ fn assemble(config: &Config, recipient: &str, r: &Rendered) -> Result<Message, P
         .from(config.mail_from.clone())
         .to(to)
         .subject(r.subject.clone())
-        .message_id(Some(format!(
-            "<{}.{}{}@{domain}>",
-            time::OffsetDateTime::now_utc().unix_timestamp(),
-            short_random(),
-            short_random()
-        )))
+        .message_id(Some(message_id(row, &domain)))
         .multipart(MultiPart::alternative_plain_html(
             r.text.clone(),
             r.html.clone(),

@@ -44,7 +44,11 @@ pub fn backoff_seconds(attempts: i64) -> i64 {
 }
 
 impl MailWorker {
-    /// Runs until `stop` turns true; finishes the message in hand first.
+    /// Runs until `stop` turns true. A message in hand when it does is
+    /// abandoned, not waited for (an SMTP server may stall for minutes and
+    /// container runtimes kill after 10 s): it is put back in the queue,
+    /// due at once, and its stable Message-ID lets a receiver recognise the
+    /// copy if the server had in fact taken it.
     pub fn spawn(self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
             loop {
@@ -52,7 +56,7 @@ impl MailWorker {
                     return;
                 }
                 match outbox::claim_next(&self.db, self.clock.unix(), LEASE_SECONDS).await {
-                    Ok(Some(row)) => self.deliver(row).await,
+                    Ok(Some(row)) => self.deliver(row, &mut stop).await,
                     Ok(None) => {
                         tokio::select! {
                             () = self.waker.wait() => {}
@@ -73,7 +77,7 @@ impl MailWorker {
     }
 
     #[tracing::instrument(skip_all, fields(outbox_id = row.id, template = %row.template, attempt = row.attempts))]
-    async fn deliver(&self, row: outbox::OutboxMessage) {
+    async fn deliver(&self, row: outbox::OutboxMessage, stop: &mut watch::Receiver<bool>) {
         let result = match prepare(&self.db, &self.config, &self.clock, &row).await {
             Ok(p) => {
                 let message_id = p
@@ -82,11 +86,23 @@ impl MailWorker {
                     .get_raw("Message-ID")
                     .unwrap_or_default()
                     .to_string();
-                self.transport
-                    .send(&p.message, &row.recipient, &p.subject, &p.links)
-                    .await
-                    .map(|()| message_id)
-                    .map_err(PrepareError::Retry)
+                let send = self
+                    .transport
+                    .send(&p.message, &row.recipient, &p.subject, &p.links);
+                let deadline = self.config.smtp_timeout;
+                tokio::select! {
+                    sent = tokio::time::timeout(deadline, send) => match sent {
+                        Ok(sent) => sent.map(|()| message_id).map_err(PrepareError::Retry),
+                        Err(_) => Err(PrepareError::Retry(format!(
+                            "the SMTP server did not take the message within {} s",
+                            deadline.as_secs()
+                        ))),
+                    },
+                    _ = stop.changed() => {
+                        self.put_back(&row).await;
+                        return;
+                    }
+                }
             }
             Err(e) => Err(e),
         };
@@ -115,6 +131,18 @@ impl MailWorker {
         if let Err(e) = outcome {
             // The lease runs out and the message is tried again.
             tracing::warn!(error = %e, "mail outbox: cannot record the outcome");
+        }
+    }
+}
+
+impl MailWorker {
+    /// Returns an interrupted message to the queue, due now, without
+    /// counting it as a failed attempt's backoff.
+    async fn put_back(&self, row: &outbox::OutboxMessage) {
+        tracing::warn!("shutting down: mail delivery interrupted; the message stays queued");
+        let reason = "interrupted by shutdown; sent at the next start";
+        if let Err(e) = outbox::mark_retry(&self.db, row.id, reason, self.clock.unix()).await {
+            tracing::warn!(error = %e, "mail outbox: cannot put the interrupted message back; its lease runs out");
         }
     }
 }

@@ -13,6 +13,7 @@ mod client_ip;
 mod dev_mail;
 mod health;
 mod mail;
+mod mail_deadlines;
 mod notifications;
 mod proxies;
 mod secrets;
