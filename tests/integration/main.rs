@@ -13,6 +13,7 @@ mod client_ip;
 mod dev_mail;
 mod health;
 mod mail;
+mod mcp_card;
 mod notifications;
 mod proxies;
 mod secrets;
