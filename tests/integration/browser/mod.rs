@@ -10,6 +10,7 @@
 
 mod csp;
 mod layout;
+mod shown_once;
 mod signin;
 mod team;
 mod tokens;
