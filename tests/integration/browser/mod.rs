@@ -8,7 +8,10 @@
 //! profile, so tests run in parallel. Without `/usr/bin/chromedriver` (or
 //! `KEYSMITH_CHROMEDRIVER`) they are listed as ignored, except under CI.
 
+mod a11y;
+mod axe;
 mod csp;
+mod emails;
 mod layout;
 mod shown_once;
 mod signin;
