@@ -12,6 +12,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_oauth_client_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_proxy_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_root_tests)");
+    println!("cargo::rustc-check-cfg=cfg(skip_axe_tests)");
     for var in [
         "CI",
         "KEYSMITH_TEST_POSTGRES_URL",
@@ -55,6 +56,11 @@ fn main() {
         .is_ok_and(|s| s.success());
     if !aiosmtpd {
         println!("cargo::rustc-cfg=skip_smtp_tests");
+    }
+    // The accessibility sweep injects axe-core, installed from npm into
+    // tests/a11y (`npm ci --prefix tests/a11y`); it needs the browser too.
+    if !Path::new("tests/a11y/node_modules/axe-core/axe.min.js").exists() {
+        println!("cargo::rustc-cfg=skip_axe_tests");
     }
     // The OAuth client tests run openid-client (Node) and Authlib (Python).
     let openid_client = Path::new("tests/clients/node/node_modules/openid-client").exists();

@@ -47,6 +47,8 @@
       button.dataset.label = original;
       button.textContent = label;
       button.classList.add("copied");
+      announceCopy(button, label === "Copied" ? "Copied" : "Press Ctrl+C to copy the selected text");
+      if (label === "Copied") markCopied(button);
       setTimeout(function () {
         button.textContent = original;
         button.classList.remove("copied");
@@ -74,6 +76,7 @@
   }
 
   function onClick(event) {
+    if (event.target === dialog() && onBackdropClick(event)) return;
     var el = event.target.closest("button, a");
     if (!el) return;
     if (el.matches("[data-close-dialog]")) {
@@ -90,8 +93,16 @@
       if (source) copyText(el, source.value !== undefined && source.tagName === "INPUT" ? source.value : source.textContent);
       return;
     }
+    if (el.matches("[data-discard-token]")) {
+      closeDialog();
+      return;
+    }
+    if (el.matches("[data-keep-token]")) {
+      keepToken();
+      return;
+    }
     if (el.matches("[role=tab]")) {
-      selectTab(el);
+      selectTab(el, false);
     }
   }
 
@@ -154,20 +165,10 @@
     if (custom && document.activeElement === select) date.focus();
   }
 
-  function selectTab(tab) {
-    var tabs = tab.closest("[data-tabs]");
-    tabs.querySelectorAll("[role=tab]").forEach(function (t) {
-      var selected = t === tab;
-      t.setAttribute("aria-selected", selected ? "true" : "false");
-      var panel = document.getElementById(t.getAttribute("aria-controls"));
-      if (panel) panel.hidden = !selected;
-    });
-  }
-
   function init(root) {
     root.querySelectorAll("[data-tabs]").forEach(function (tabs) {
       var first = tabs.querySelector("[role=tab][aria-selected=true]") || tabs.querySelector("[role=tab]");
-      if (first) selectTab(first);
+      if (first) selectTab(first, false);
     });
     root.querySelectorAll("form").forEach(function (form) {
       if (form.querySelector("input[name=scopes]")) updateImplied(form);
@@ -213,8 +214,142 @@
     document.body.addEventListener("htmx:afterSwap", afterSwap);
     document.body.addEventListener("htmx:afterRequest", onAfterRequest);
     document.body.addEventListener("htmx:responseError", onResponseError);
+    document.addEventListener("keydown", onShownOnceKeydown, true);
+    document.addEventListener("keydown", onTabKeydown);
+    document.addEventListener("copy", onCopyEvent);
     var d = dialog();
-    if (d) d.addEventListener("close", onDialogClose);
+    if (d) {
+      d.addEventListener("close", onDialogClose);
+      d.addEventListener("cancel", onDialogCancel);
+    }
     init(document);
   });
+
+  // ---- The shown-once dialog ---------------------------------------------
+  // The new token exists only in this dialog. Until something was copied
+  // from it (the token or a command holding it), Escape and the backdrop do
+  // not close it: they ask first. "I have copied it" closes it as it says.
+
+  function shownOnce() {
+    var d = dialog();
+    return d && d.open ? d.querySelector("[data-shown-once]") : null;
+  }
+
+  function markCopied(el) {
+    var created = el.closest && el.closest("[data-shown-once]");
+    if (!created) return;
+    created.dataset.copied = "true";
+    var confirm = created.querySelector("#discard-confirm");
+    if (confirm) confirm.hidden = true;
+  }
+
+  function announceCopy(el, message) {
+    var created = el.closest && el.closest("[data-shown-once]");
+    var status = created && created.querySelector("#copy-status");
+    if (!status) return;
+    // Emptied first, so the same words twice are announced twice.
+    status.textContent = "";
+    setTimeout(function () { status.textContent = message; }, 50);
+  }
+
+  // True when closing now would throw the token away unseen: then the
+  // confirmation shows instead and takes the focus.
+  function mustConfirm() {
+    var created = shownOnce();
+    if (!created || created.dataset.copied === "true") return false;
+    var confirm = created.querySelector("#discard-confirm");
+    if (!confirm) return false;
+    confirm.hidden = false;
+    var keep = confirm.querySelector("[data-keep-token]");
+    if (keep) keep.focus();
+    return true;
+  }
+
+  function keepToken() {
+    var created = shownOnce();
+    if (!created) return;
+    var confirm = created.querySelector("#discard-confirm");
+    if (confirm) confirm.hidden = true;
+    var copy = created.querySelector(".plaintext-row .copy-btn");
+    if (copy) copy.focus();
+  }
+
+  // Escape is stopped on keydown (so the browser never starts closing the
+  // dialog); the `cancel` handler covers any other close request.
+  function onShownOnceKeydown(event) {
+    if (event.key !== "Escape" || !shownOnce()) return;
+    var input = event.target;
+    if (input.matches && input.matches("[data-rename-input]")) return;
+    var created = shownOnce();
+    var confirm = created.querySelector("#discard-confirm");
+    if (confirm && !confirm.hidden) {
+      // Escape on the question means "no, keep it".
+      event.preventDefault();
+      event.stopPropagation();
+      keepToken();
+      return;
+    }
+    if (mustConfirm()) {
+      event.preventDefault();
+      event.stopPropagation();
+    }
+  }
+
+  function onDialogCancel(event) {
+    if (mustConfirm()) event.preventDefault();
+  }
+
+  // A click on a modal dialog's backdrop targets the dialog itself, outside
+  // its box.
+  function onBackdropClick(event) {
+    var d = dialog();
+    if (!shownOnce()) return false;
+    var box = d.getBoundingClientRect();
+    var inside = event.clientX >= box.left && event.clientX <= box.right &&
+      event.clientY >= box.top && event.clientY <= box.bottom;
+    if (inside) return false;
+    if (!mustConfirm()) closeDialog();
+    return true;
+  }
+
+  // Copying by keyboard (the fallback selects the text) counts as copying.
+  function onCopyEvent(event) {
+    var created = shownOnce();
+    if (created && created.contains(event.target)) {
+      markCopied(event.target);
+      announceCopy(event.target, "Copied");
+    }
+  }
+
+  // ---- MCP tabs (WAI-ARIA tabs, automatic activation) ---------------------
+  // One tab stop for the tab list (roving tabindex); Left/Right move and
+  // wrap, Home/End go to the ends; the selected tab shows its panel.
+
+  function selectTab(tab, focus) {
+    var tabs = tab.closest("[data-tabs]");
+    tabs.querySelectorAll("[role=tab]").forEach(function (t) {
+      var selected = t === tab;
+      t.setAttribute("aria-selected", selected ? "true" : "false");
+      t.tabIndex = selected ? 0 : -1;
+      var panel = document.getElementById(t.getAttribute("aria-controls"));
+      if (panel) panel.hidden = !selected;
+    });
+    if (focus) tab.focus();
+  }
+
+  function onTabKeydown(event) {
+    var tab = event.target;
+    if (!tab.matches || !tab.matches("[role=tab]")) return;
+    var all = Array.prototype.slice.call(tab.closest("[role=tablist]").querySelectorAll("[role=tab]"));
+    var i = all.indexOf(tab);
+    var next = {
+      ArrowRight: all[(i + 1) % all.length],
+      ArrowLeft: all[(i - 1 + all.length) % all.length],
+      Home: all[0],
+      End: all[all.length - 1]
+    }[event.key];
+    if (!next) return;
+    event.preventDefault();
+    selectTab(next, true);
+  }
 })();

@@ -281,6 +281,13 @@ pub async fn render_notice(
         }
         Mail::TokenExpired { token_id } => {
             let f = token(db, *token_id).await?;
+            // No request revoked it: the time that matters is the expiry.
+            let mut facts = token_facts(&f);
+            for (label, _) in &mut facts {
+                if label == "Expires" {
+                    *label = "Expired".into();
+                }
+            }
             EmailContent {
                 subject: format!(
                     "API token “{}” has expired ({})",
@@ -291,7 +298,7 @@ pub async fn render_notice(
                     "The API token “{}” has expired and no longer works.",
                     f.token.label
                 ),
-                facts: token_facts(&f),
+                facts,
                 action: Some(("Create a new token".into(), tokens_page)),
                 action_danger: false,
                 secondary: None,

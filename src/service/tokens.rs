@@ -458,7 +458,9 @@ pub async fn update(
         .ok_or(TokenOpError::NotFound)
 }
 
-/// Revokes one of the member's own live tokens, for good.
+/// Revokes one of the member's own live tokens, for good, and confirms it
+/// to the owner by email (the page, its plain form and the JSON API all
+/// come through here).
 pub async fn revoke_own(
     state: &AppState,
     who: &SignedIn,
@@ -469,6 +471,7 @@ pub async fn revoke_own(
     own_live_token(state, who, id).await?;
     let ip = meta.ip_string();
     let org = who.organization_id();
+    let now = state.clock.unix();
     let mut tx = state.db.begin().await?;
     if !tokens::revoke(
         &mut tx,
@@ -476,13 +479,26 @@ pub async fn revoke_own(
         id,
         RevokeReason::Owner,
         &actor(who, meta, &ip),
-        state.clock.unix(),
+        now,
     )
     .await?
     {
+        tx.rollback().await.map_err(StoreError::from)?;
         return Err(TokenOpError::NotFound);
     }
+    // The confirmation is part of the revocation: same transaction, so a
+    // revocation never goes unreported and a failed one reports nothing.
+    let mail = Mail::TokenRevoked {
+        token_id: id,
+        at: now,
+        ip: Some(ip.clone()),
+        user_agent: meta.user_agent.clone(),
+        by: RevokedBy::Owner,
+        actor: None,
+    };
+    mail::enqueue(&mut tx, &who.email, &mail, now).await?;
     commit_and_invalidate(tx, &state.verifier, &[Invalidation::Token(id)]).await?;
+    state.mail.wake();
     tracing::info!(token_id = id, "token revoked by its owner");
     tokens::find_in_org(&state.db, org, id)
         .await?

@@ -7,6 +7,7 @@ pub mod flash;
 pub mod format;
 pub mod health;
 pub mod layout;
+pub mod mcp;
 pub mod pages;
 pub mod revoke_link;
 pub mod setup;

@@ -10,12 +10,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::Form;
 use axum_extra::extract::cookie::CookieJar;
-use base64::Engine;
 use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::auth::csrf::CsrfToken;
-use crate::auth::session::{SignedIn, url_encode};
+use crate::auth::session::SignedIn;
 use crate::config::Config;
 use crate::error::AppError;
 use crate::request::RequestMeta;
@@ -24,7 +23,7 @@ use crate::service::tokens::{
 };
 use crate::store::tokens::{self as store_tokens, TokenRecord};
 use crate::store::{from_unix, projects};
-use crate::token::{Expiry, PlainToken};
+use crate::token::Expiry;
 use crate::web::flash;
 use crate::web::format::{date_only, exact, iso, relative};
 use crate::web::layout::Layout;
@@ -454,49 +453,8 @@ fn render_create_form(
     Ok((status, Html(html)).into_response())
 }
 
-pub struct McpView {
-    pub url: String,
-    pub claude: String,
-    pub codex: String,
-    pub vscode: String,
-    pub cursor: String,
-    pub json: String,
-}
-
-impl McpView {
-    fn new(config: &Config, token: &PlainToken) -> Option<McpView> {
-        let url = config.mcp_url.as_ref()?.to_string();
-        let name = &config.mcp_name;
-        let secret = token.expose_secret();
-        let header = format!("Bearer {secret}");
-        let server = serde_json::json!({ "type": "http", "url": url, "headers": { "Authorization": header } });
-        let vscode = serde_json::json!({ "name": name, "type": "http", "url": url, "headers": { "Authorization": header } });
-        let cursor_config =
-            serde_json::json!({ "url": url, "headers": { "Authorization": header } });
-        let env_var = format!("{}_TOKEN", name.to_ascii_uppercase().replace('-', "_"));
-        Some(McpView {
-            claude: format!(
-                "claude mcp add --transport http {name} {url} --header \"Authorization: Bearer {secret}\""
-            ),
-            codex: format!(
-                "export {env_var}='{secret}'\ncodex mcp add {name} --url {url} --bearer-token-env-var {env_var}"
-            ),
-            vscode: format!("code --add-mcp '{vscode}'"),
-            cursor: format!(
-                "cursor://anysphere.cursor-deeplink/mcp/install?name={}&config={}",
-                url_encode(name),
-                url_encode(
-                    &base64::engine::general_purpose::STANDARD.encode(cursor_config.to_string())
-                )
-            ),
-            json: serde_json::to_string_pretty(
-                &serde_json::json!({ "mcpServers": { name.as_str(): server } }),
-            )
-            .unwrap_or_default(),
-            url,
-        })
-    }
-}
+// The MCP card's commands are built in `web::mcp`.
+pub use crate::web::mcp::McpView;
 
 pub struct CreatedView {
     pub label: String,

@@ -14,6 +14,7 @@ mod dev_mail;
 mod health;
 mod mail;
 mod mail_deadlines;
+mod mcp_card;
 mod notifications;
 mod proxies;
 mod secrets;

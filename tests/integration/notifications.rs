@@ -34,6 +34,24 @@ async fn created_email_over_smtp_postgres() {
     created_email_names_the_request_and_its_revoke_link_works(Backend::Postgres).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_smtp_tests,
+    ignore = "SMTP test skipped: pip install aiosmtpd, then touch build.rs (CI installs it)"
+)]
+async fn revocation_emails_over_smtp_sqlite() {
+    every_revocation_is_confirmed_by_email(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(skip_smtp_tests, skip_postgres_tests),
+    ignore = "SMTP/PostgreSQL test skipped: needs aiosmtpd and KEYSMITH_TEST_POSTGRES_URL (CI has both)"
+)]
+async fn revocation_emails_over_smtp_postgres() {
+    every_revocation_is_confirmed_by_email(Backend::Postgres).await
+}
+
 struct Parsed {
     subject: String,
     text: String,
@@ -135,8 +153,7 @@ async fn created_email_names_the_request_and_its_revoke_link_works(backend: Back
         );
     }
     // The time is the creation time, in UTC.
-    let when = keysmith::mail::notices::mail_time(before);
-    assert!(mail.text.contains(&when[..16]), "{when} in {}", mail.text);
+    assert_time_since(&mail, before);
 
     let link = link_in(&mail.text, &format!("{}/tokens/revoke/", app.base_url));
     assert!(mail.html.contains(&link));
@@ -462,4 +479,214 @@ async fn two_instances_deliver_each_message_once() {
     assert_eq!(unsent, 0);
     b.shutdown().await;
     a.shutdown().await;
+}
+
+/// A request from the app's (signed-in) client with the CSRF token of
+/// `page`, a user agent and an `X-Forwarded-For` (the test trusts 127.0.0.1).
+async fn send_as(
+    app: &TestApp,
+    method: Method,
+    page: &str,
+    path: &str,
+    (agent, ip): (&str, &str),
+    htmx: bool,
+) -> reqwest::Response {
+    let csrf = app.csrf_with(&app.client, page).await;
+    let mut req = app
+        .client
+        .request(method.clone(), app.url(path))
+        .header("user-agent", agent)
+        .header("x-forwarded-for", ip);
+    if htmx {
+        req = req.header("hx-request", "true");
+    }
+    if method == Method::DELETE {
+        req = req.header("x-csrf-token", csrf);
+    } else {
+        req = req.form(&[("csrf_token", csrf.as_str())]);
+    }
+    req.send().await.unwrap()
+}
+
+/// The revocation email about `label`, waiting until `total` messages arrived.
+async fn revoked_email(smtp: &SmtpServer, total: usize, label: &str) -> Parsed {
+    let subject = format!("API token “{label}” was revoked in Acme");
+    smtp.wait_for(total)
+        .await
+        .iter()
+        .map(|m| parse(m))
+        .find(|m| m.subject == subject)
+        .unwrap_or_else(|| panic!("no email “{subject}”"))
+}
+
+/// The email's "Time" fact is a time between `since` and now, in UTC (in
+/// both parts).
+fn assert_time_since(mail: &Parsed, since: i64) {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let fact = (since..=now)
+        .map(keysmith::mail::notices::mail_time)
+        .find(|t| mail.text.contains(&format!("Time: {t}")))
+        .unwrap_or_else(|| panic!("no time since {since} in:\n{}", mail.text));
+    assert!(mail.html.contains(&fact), "html part lacks {fact}");
+}
+
+fn assert_names(mail: &Parsed, facts: &[&str]) {
+    for fact in facts {
+        assert!(
+            mail.text.contains(fact),
+            "text part lacks {fact}:\n{}",
+            mail.text
+        );
+        assert!(
+            mail.html.contains(&fact.replace('&', "&amp;")),
+            "html part lacks {fact}:\n{}",
+            mail.html
+        );
+    }
+}
+
+/// The owner revoking on the page (htmx and the plain form) and through
+/// `DELETE /api/user/api-keys/{id}`, a superuser, and expiry: each is
+/// confirmed by one email with the time, IP and user agent of the request.
+/// A refused revocation sends nothing.
+async fn every_revocation_is_confirmed_by_email(backend: Backend) {
+    let smtp = SmtpServer::start();
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("KEYSMITH_SMTP_URL", &smtp.url()),
+            ("KEYSMITH_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let b = app.superuser_direct("ada@example.com").await;
+    let (htmx_id, htmx_token) = create_with(&app, "via htmx", &[]).await;
+    let (form_id, _) = create_with(&app, "via form", &[]).await;
+    let (api_id, _) = create_with(&app, "via api", &[]).await;
+    smtp.wait_for(3).await;
+    let page = "/settings/api-tokens";
+    let since = app.state.clock.unix();
+
+    let r = send_as(
+        &app,
+        Method::POST,
+        page,
+        &format!("/settings/api-tokens/{htmx_id}/revoke"),
+        (FIREFOX, "203.0.113.1"),
+        true,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.whoami_status(&htmx_token).await, 401);
+    let mail = revoked_email(&smtp, 4, "via htmx").await;
+    assert_names(
+        &mail,
+        &["Revoked by", "you", "203.0.113.1", "Firefox on Mac OSX"],
+    );
+    assert!(mail.text.contains(FIREFOX), "the raw agent too");
+    assert_time_since(&mail, since);
+
+    let r = send_as(
+        &app,
+        Method::POST,
+        page,
+        &format!("/settings/api-tokens/{form_id}/revoke"),
+        ("curl/8.5.0", "203.0.113.2"),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 303, "the plain form redirects back");
+    let mail = revoked_email(&smtp, 5, "via form").await;
+    assert_names(&mail, &["203.0.113.2", "curl/8.5.0"]);
+    assert_time_since(&mail, since);
+
+    let r = send_as(
+        &app,
+        Method::DELETE,
+        page,
+        &format!("/api/user/api-keys/{api_id}"),
+        ("deploy-script/2.1", "203.0.113.3"),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let mail = revoked_email(&smtp, 6, "via api").await;
+    assert_names(&mail, &["203.0.113.3", "deploy-script/2.1"]);
+    assert_time_since(&mail, since);
+
+    // Refused revocations change nothing and send nothing: again, and a
+    // token that does not exist.
+    for id in [api_id, 999_999] {
+        let r = send_as(
+            &app,
+            Method::DELETE,
+            page,
+            &format!("/api/user/api-keys/{id}"),
+            ("deploy-script/2.1", "203.0.113.3"),
+            false,
+        )
+        .await;
+        assert_eq!(r.status(), 404);
+    }
+
+    // A superuser revoking a member's token: the member is told who did it.
+    let org = crate::bearer::Org {
+        id: b.organization.id,
+        owner: b.user.id,
+    };
+    let (bob, bobs) =
+        crate::team::member_with_token(&app, &org, "bob@example.com", "bob's laptop").await;
+    let r = send_as(
+        &app,
+        Method::POST,
+        "/team",
+        &format!("/team/members/{bob}/tokens/{}/revoke", bobs.id),
+        (FIREFOX, "203.0.113.4"),
+        true,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mail = revoked_email(&smtp, 7, "bob's laptop").await;
+    assert_names(
+        &mail,
+        &[
+            "ada@example.com, an organization superuser",
+            "203.0.113.4",
+            "Firefox on Mac OSX",
+        ],
+    );
+    assert_time_since(&mail, since);
+
+    // Expiry: no request, so the email names the expiry time.
+    let expires = app.state.clock.unix() + 2 * 86400;
+    crate::bearer::mint(
+        &app,
+        org.id,
+        org.owner,
+        crate::bearer::Spec {
+            label: "short-lived",
+            expires_at: Some(expires),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.state.clock.advance(Duration::from_secs(3 * 86400));
+    keysmith::mail::reminders::run_once(app.db(), app.state.clock.unix())
+        .await
+        .unwrap();
+    app.state.mail.wake();
+    let expired = smtp
+        .wait_for(8)
+        .await
+        .iter()
+        .map(|m| parse(m))
+        .find(|m| m.subject == "API token “short-lived” has expired (Acme)")
+        .expect("expired email");
+    let expired_at = format!("Expired: {}", keysmith::mail::notices::mail_time(expires));
+    assert!(expired.text.contains(&expired_at), "{}", expired.text);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let subjects: Vec<String> = smtp.messages().iter().map(|m| parse(m).subject).collect();
+    assert_eq!(subjects.len(), 8, "one email per event: {subjects:?}");
+    app.shutdown().await;
 }

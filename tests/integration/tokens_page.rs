@@ -143,8 +143,8 @@ async fn htmx_create_returns_the_dialog_and_the_new_list(backend: Backend) {
         "the list is refreshed behind the dialog"
     );
     // The MCP card carries the token in every command.
-    assert!(html.contains(&format!("claude mcp add --transport http keysmith https://api.acme.test/mcp --header &#34;Authorization: Bearer {token}&#34;"))
-        || html.contains(&format!("claude mcp add --transport http keysmith https://api.acme.test/mcp --header &quot;Authorization: Bearer {token}&quot;")), "{html}");
+    assert!(html.contains(&format!("claude mcp add --transport http keysmith https://api.acme.test/mcp --header &#39;Authorization: Bearer {token}&#39;"))
+        || html.contains(&format!("claude mcp add --transport http keysmith https://api.acme.test/mcp --header &#x27;Authorization: Bearer {token}&#x27;")), "{html}");
     assert!(html.contains("codex mcp add keysmith --url https://api.acme.test/mcp --bearer-token-env-var KEYSMITH_TOKEN"));
     assert!(
         html.contains("code --add-mcp")

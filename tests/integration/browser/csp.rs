@@ -103,3 +103,63 @@ async fn pages_load_htmx_and_styles_without_csp_violations() {
     browser.close().await;
     app.shutdown().await;
 }
+
+/// axe-core goes in through WebDriver's `execute`, which runs as the
+/// browser, not as the page: the page's CSP stays as strict as served (an
+/// inline script added to the page still does not run), and the sweep
+/// needs no exception for tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    any(skip_browser_tests, skip_axe_tests),
+    ignore = "accessibility test skipped: needs chromium, chromium-driver and npm ci --prefix tests/a11y, then touch build.rs (CI installs them)"
+)]
+async fn axe_core_is_injected_by_webdriver_while_the_csp_stays_strict() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    bootstrap(&app, "ada@example.com").await;
+    let browser = Browser::start().await;
+    browser.sign_in(&app, "ada@example.com").await;
+    browser.wait_for_text("h1", "API tokens").await;
+    let csp = app
+        .get("/signin")
+        .await
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    crate::browser::axe::assert_accessible(&browser, "api-tokens (empty)").await;
+    assert_eq!(
+        browser.eval("return typeof window.axe.run;").await,
+        "function",
+        "axe-core was injected despite the CSP"
+    );
+
+    // The page itself still cannot run inline script.
+    browser
+        .eval(
+            "const s = document.createElement('script');\
+             s.textContent = 'window.inlineRan = true;';\
+             document.body.appendChild(s); return null;",
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        browser.eval("return window.inlineRan === true;").await,
+        false,
+        "an inline script ran: the CSP was loosened"
+    );
+    let console = browser.console().await;
+    assert!(
+        problems(&console)
+            .iter()
+            .any(|p| p.contains("Content Security Policy")),
+        "the refusal is reported: {console:#?}"
+    );
+    browser.close().await;
+    app.shutdown().await;
+}

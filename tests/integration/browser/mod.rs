@@ -8,8 +8,12 @@
 //! profile, so tests run in parallel. Without `/usr/bin/chromedriver` (or
 //! `KEYSMITH_CHROMEDRIVER`) they are listed as ignored, except under CI.
 
+mod a11y;
+mod axe;
 mod csp;
+mod emails;
 mod layout;
+mod shown_once;
 mod signin;
 mod team;
 mod tokens;
