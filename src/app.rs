@@ -170,6 +170,10 @@ pub fn router(state: AppState) -> Router {
             "/api/user/api-keys/{id}",
             patch(api::api_keys::update).delete(api::api_keys::revoke),
         )
+        .route(
+            "/api/user/api-keys/{id}/regenerate",
+            post(api::rotate::regenerate),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::csrf::protect,
@@ -191,6 +195,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::any(crate::api::verify::verify),
         )
         .route(api::metadata::PATH, get(api::metadata::metadata))
+        .route(api::rotate::PATH, post(api::rotate::self_rotate))
         .route(
             "/oauth/introspect",
             axum::routing::post(crate::api::introspect::introspect)
