@@ -112,7 +112,10 @@ pub(crate) async fn session(state: &AppState, headers: &HeaderMap) -> Result<Sig
 }
 
 /// Parses a JSON body with messages that say what to fix.
-pub(crate) fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Response> {
+pub(crate) fn parse_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, Response> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

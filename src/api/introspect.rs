@@ -21,11 +21,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::bearer;
 use crate::app::AppState;
 use crate::config::IntrospectionClient;
-use crate::token::PlainToken;
-use super::bearer;
 use crate::request::ClientIp;
+use crate::token::PlainToken;
 use crate::verify::{Unavailable, Use, Verdict};
 
 #[derive(Debug, Deserialize)]

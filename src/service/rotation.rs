@@ -49,9 +49,7 @@ impl GraceSeconds {
             return Ok(GraceSeconds(0));
         }
         raw.parse::<i64>()
-            .map_err(|_| {
-                format!("Choose a grace period of 0 to {MAX_GRACE_SECONDS} seconds.")
-            })
+            .map_err(|_| format!("Choose a grace period of 0 to {MAX_GRACE_SECONDS} seconds."))
             .and_then(GraceSeconds::parse)
     }
 
@@ -247,12 +245,13 @@ async fn rotate(
     {
         return Err(RotationError::NotCurrent);
     }
-    let expires_at = new_expiry(expiry, &current, policy.max_token_lifetime_days, now_at)
-        .map_err(|message| {
+    let expires_at = new_expiry(expiry, &current, policy.max_token_lifetime_days, now_at).map_err(
+        |message| {
             let mut errors = FieldErrors::default();
             errors.add("expiresAt", message);
             RotationError::Invalid(errors)
-        })?;
+        },
+    )?;
     let detail = match grace.seconds() {
         0 => "no grace period".to_string(),
         _ => format!("old secret works until {}", iso(grace_until)),
@@ -305,7 +304,11 @@ async fn rotate(
     mail::enqueue(&mut tx, &owner_email, &mail, now).await?;
     commit_and_invalidate(tx, &state.verifier, &[Invalidation::Token(current.id)]).await?;
     state.mail.wake();
-    tracing::info!(token_id = current.id, grace = grace.seconds(), "token secret replaced");
+    tracing::info!(
+        token_id = current.id,
+        grace = grace.seconds(),
+        "token secret replaced"
+    );
     let record = tokens::find_in_org(&state.db, current.organization_id, current.id)
         .await?
         .ok_or(RotationError::NotFound)?;
@@ -371,7 +374,10 @@ pub async fn report_reuse(
     mail::enqueue(&mut tx, &email, &mail, now).await?;
     tx.commit().await?;
     state.mail.wake();
-    tracing::warn!(token_id, "a replaced token secret was used after its grace period");
+    tracing::warn!(
+        token_id,
+        "a replaced token secret was used after its grace period"
+    );
     Ok(true)
 }
 
@@ -400,7 +406,10 @@ mod tests {
         );
         assert!(GraceSeconds::parse(-1).unwrap_err().contains("0 to 86400"));
         assert!(GraceSeconds::parse(86_401).is_err());
-        assert_eq!(GraceSeconds::parse_form(" ").map(GraceSeconds::seconds), Ok(0));
+        assert_eq!(
+            GraceSeconds::parse_form(" ").map(GraceSeconds::seconds),
+            Ok(0)
+        );
         assert_eq!(
             GraceSeconds::parse_form("3600").map(GraceSeconds::seconds),
             Ok(3600)
@@ -455,11 +464,24 @@ mod tests {
     fn a_chosen_expiry_past_the_policy_is_refused_with_the_latest_allowed() {
         let now = datetime!(2026-12-01 00:00 UTC);
         let f = facts(now.unix_timestamp(), None, None);
-        let e = new_expiry(&NewExpiry::At("2027-06-01T00:00:00Z".into()), &f, Some(30), now)
-            .unwrap_err();
-        assert!(e.contains("within 30 days") && e.contains("2026-12-31T00:00:00Z"), "{e}");
+        let e = new_expiry(
+            &NewExpiry::At("2027-06-01T00:00:00Z".into()),
+            &f,
+            Some(30),
+            now,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("within 30 days") && e.contains("2026-12-31T00:00:00Z"),
+            "{e}"
+        );
         assert_eq!(
-            new_expiry(&NewExpiry::At("2026-12-15T00:00:00Z".into()), &f, Some(30), now),
+            new_expiry(
+                &NewExpiry::At("2026-12-15T00:00:00Z".into()),
+                &f,
+                Some(30),
+                now
+            ),
             Ok(Some(datetime!(2026-12-15 00:00 UTC).unix_timestamp()))
         );
         assert!(
