@@ -464,7 +464,7 @@ pub struct McpView {
 }
 
 impl McpView {
-    fn new(config: &Config, token: &PlainToken) -> Option<McpView> {
+    pub(crate) fn new(config: &Config, token: &PlainToken) -> Option<McpView> {
         let url = config.mcp_url.as_ref()?.to_string();
         let name = &config.mcp_name;
         let secret = token.expose_secret();

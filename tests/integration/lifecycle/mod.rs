@@ -4,6 +4,7 @@
 //! and the expiry header on verified answers.
 
 mod expiry_header;
+mod pages;
 mod regenerate;
 mod reuse;
 mod self_rotate;
