@@ -353,8 +353,9 @@ pub enum Verdict {
 
 /// What one database read found for a digest.
 enum Read {
-    /// A token, and the grace end when the digest is a replaced secret.
-    Token(TokenFacts, Option<i64>),
+    /// A token, and the grace end when the digest is a replaced secret
+    /// (boxed: the facts are large and the other answers tiny).
+    Token(Box<TokenFacts>, Option<i64>),
     /// A replaced secret past its grace period.
     Replaced(i64),
     Unknown,
@@ -500,7 +501,7 @@ impl Verifier {
                 }
                 let usage = self.usage.for_token(facts.token_id);
                 let info = Arc::new(TokenInfo::from_facts(
-                    facts,
+                    *facts,
                     grace_until,
                     &digest,
                     now_ms,
@@ -541,7 +542,7 @@ impl Verifier {
     /// reads as the token, with the grace end as its latest expiry.
     async fn read(&self, digest: &TokenDigest) -> StoreResult<Read> {
         if let Some(facts) = verification::load_by_digest(&self.db, digest).await? {
-            return Ok(Read::Token(facts, None));
+            return Ok(Read::Token(Box::new(facts), None));
         }
         let Some(replaced) = rotation::find_replaced(&self.db, digest).await? else {
             return Ok(Read::Unknown);
@@ -551,7 +552,7 @@ impl Verifier {
         }
         Ok(
             match verification::load_by_digest(&self.db, &replaced.current).await? {
-                Some(facts) => Read::Token(facts, Some(replaced.grace_until)),
+                Some(facts) => Read::Token(Box::new(facts), Some(replaced.grace_until)),
                 // Rotated again between the two reads: ask again next time.
                 None => Read::Unknown,
             },
