@@ -125,6 +125,10 @@ pub fn router(state: AppState) -> Router {
             "/settings/api-tokens/{id}/revoke",
             get(web::tokens::revoke_confirm).post(web::tokens::revoke),
         )
+        .route(
+            "/settings/api-tokens/{id}/regenerate",
+            get(web::regenerate::settings_confirm).post(web::regenerate::settings_submit),
+        )
         .route("/team", get(web::team::page))
         .route("/team/invite", post(web::team::invite))
         .route("/team/members/{id}", get(web::team::member_page))
@@ -145,6 +149,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/team/members/{id}/tokens/{token}/revoke",
             get(web::team::revoke_token_confirm).post(web::team::revoke_token),
+        )
+        .route(
+            "/team/members/{id}/tokens/{token}/regenerate",
+            get(web::regenerate::team_confirm).post(web::regenerate::team_submit),
         )
         .route("/team/policy", post(web::team::update_policy))
         .route("/team/projects", post(web::team::add_project))
@@ -169,6 +177,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/user/api-keys/{id}",
             patch(api::api_keys::update).delete(api::api_keys::revoke),
+        )
+        .route(
+            "/api/user/api-keys/{id}/regenerate",
+            post(api::rotate::regenerate),
         )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -195,6 +207,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::any(crate::api::verify::verify),
         )
         .route(api::metadata::PATH, get(api::metadata::metadata))
+        .route(api::rotate::PATH, post(api::rotate::self_rotate))
         .route(
             "/oauth/introspect",
             axum::routing::post(crate::api::introspect::introspect)

@@ -41,7 +41,7 @@ pub struct KeyJson {
 }
 
 impl KeyJson {
-    fn from(t: &TokenRecord) -> KeyJson {
+    pub(crate) fn from(t: &TokenRecord) -> KeyJson {
         KeyJson {
             id: t.id,
             label: t.label.clone(),
@@ -56,7 +56,7 @@ impl KeyJson {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
@@ -101,7 +101,7 @@ fn refuse_bearer(headers: &HeaderMap) -> Result<(), Response> {
 }
 
 /// The browser session behind the request, or the JSON 401.
-async fn session(state: &AppState, headers: &HeaderMap) -> Result<SignedIn, Response> {
+pub(crate) async fn session(state: &AppState, headers: &HeaderMap) -> Result<SignedIn, Response> {
     refuse_bearer(headers)?;
     let jar = axum_extra::extract::cookie::CookieJar::from_headers(headers);
     match crate::auth::session::current_session(state, &jar).await {
@@ -112,7 +112,10 @@ async fn session(state: &AppState, headers: &HeaderMap) -> Result<SignedIn, Resp
 }
 
 /// Parses a JSON body with messages that say what to fix.
-fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, Response> {
+pub(crate) fn parse_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, Response> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -136,7 +139,7 @@ fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<
     })
 }
 
-fn parse_id(raw: &str) -> Result<i64, Response> {
+pub(crate) fn parse_id(raw: &str) -> Result<i64, Response> {
     raw.parse()
         .map_err(|_| error(StatusCode::NOT_FOUND, "No such token."))
 }

@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::token::PlainToken;
+use crate::service::rotation::Sighting;
+use crate::token::{PlainToken, TokenDigest};
 use crate::verify::rate_limit::{RateDecision, RequestClass};
 use crate::verify::{TokenInfo, Unavailable, Use, Verdict};
 
@@ -79,20 +80,58 @@ pub fn bearer_credentials(headers: &HeaderMap) -> Result<Option<&str>, BearerErr
 }
 
 /// Checks the request's bearer token: the token's facts when it may be
-/// used now, the refusal otherwise.
+/// used now, the refusal otherwise. `used` says where the request came
+/// from and what it was for, told to the owner if the token is a replaced
+/// secret past its grace period.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
+    used: Use<'_>,
 ) -> Result<Arc<TokenInfo>, BearerError> {
+    authenticate_with_digest(state, headers, used)
+        .await
+        .map(|(info, _)| info)
+}
+
+/// [`authenticate`], also giving the digest of the presented secret.
+pub async fn authenticate_with_digest(
+    state: &AppState,
+    headers: &HeaderMap,
+    used: Use<'_>,
+) -> Result<(Arc<TokenInfo>, TokenDigest), BearerError> {
     let raw = bearer_credentials(headers)?.ok_or(BearerError::Missing)?;
     // The shape and checksum are checked before any lookup.
     let digest = PlainToken::digest_of_presented(&state.config.token_prefix, raw)
         .map_err(|_| BearerError::InvalidToken)?;
     match state.verifier.verify_digest(digest).await {
-        Ok(Verdict::Active(info)) => Ok(info),
+        Ok(Verdict::Active(info)) => Ok((info, digest)),
         Ok(Verdict::Inactive) => Err(BearerError::InvalidToken),
+        Ok(Verdict::Replaced(token_id)) => {
+            report_replaced(state, token_id, headers, used);
+            Err(BearerError::InvalidToken)
+        }
         Err(Unavailable) => Err(BearerError::Unavailable),
     }
+}
+
+/// Tells the owner (in the background, at most once an hour) that a
+/// replaced secret of their token was presented; the caller refuses the
+/// request the same way as for any dead token.
+pub fn report_replaced(state: &AppState, token_id: i64, headers: &HeaderMap, used: Use<'_>) {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(512).collect());
+    crate::service::rotation::spawn_reuse_report(
+        state,
+        token_id,
+        Sighting {
+            ip: used.ip.to_string(),
+            method: used.method.chars().take(16).collect(),
+            path: used.path.chars().take(512).collect(),
+            user_agent,
+        },
+    );
 }
 
 /// Counts the request against the token's budget for its method (for
@@ -109,6 +148,25 @@ pub fn admit(
     } else {
         Err(BearerError::RateLimited(decision))
     }
+}
+
+/// `Keysmith-Token-Expires`: when the presented secret stops working
+/// (RFC 3339, UTC), on every verified answer for a token that expires, so a
+/// script can warn before it does. For a replaced secret in its grace
+/// period that is the end of the grace period, if sooner.
+pub const TOKEN_EXPIRES: HeaderName = HeaderName::from_static("keysmith-token-expires");
+
+/// The `Keysmith-Token-Expires` header for `info`, formatted once per
+/// cached token; `None` for a token that does not expire.
+pub fn expires_header(info: &TokenInfo) -> Option<(HeaderName, HeaderValue)> {
+    let value = info.rendered.expires.get_or_init(|| {
+        let at = info.expires_at?;
+        let text = crate::store::from_unix(at)
+            .format(&time::format_description::well_known::Rfc3339)
+            .ok()?;
+        HeaderValue::from_str(&text).ok()
+    });
+    value.clone().map(|v| (TOKEN_EXPIRES, v))
 }
 
 /// Requires every space-separated scope in `required`.

@@ -21,10 +21,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::bearer;
 use crate::app::AppState;
 use crate::config::IntrospectionClient;
+use crate::request::ClientIp;
 use crate::token::PlainToken;
-use crate::verify::{Unavailable, Verdict};
+use crate::verify::{Unavailable, Use, Verdict};
 
 #[derive(Debug, Deserialize)]
 pub struct IntrospectForm {
@@ -164,6 +166,7 @@ fn answer(body: Value) -> Response {
 #[tracing::instrument(name = "introspect", skip_all)]
 pub async fn introspect(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     form: Result<Form<IntrospectForm>, FormRejection>,
 ) -> Response {
@@ -198,6 +201,21 @@ pub async fn introspect(
     let info = match state.verifier.verify_digest(digest).await {
         Ok(Verdict::Active(info)) => info,
         Ok(Verdict::Inactive) => return answer(json!({ "active": false })),
+        Ok(Verdict::Replaced(token_id)) => {
+            // A resource server was handed a replaced secret: the owner
+            // hears of it (where from is the resource server's address).
+            bearer::report_replaced(
+                &state,
+                token_id,
+                &headers,
+                Use {
+                    method: "POST",
+                    path: "/oauth/introspect",
+                    ip,
+                },
+            );
+            return answer(json!({ "active": false }));
+        }
         Err(Unavailable) => {
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,

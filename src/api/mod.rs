@@ -7,5 +7,6 @@ pub mod api_keys;
 pub mod bearer;
 pub mod introspect;
 pub mod metadata;
+pub mod rotate;
 pub mod verify;
 pub mod whoami;

@@ -146,7 +146,7 @@ async fn check(
             "The request carries X-Keysmith-* headers; only Keysmith's answer may set them.",
         ));
     }
-    let info = bearer::authenticate(state, headers).await?;
+    let info = bearer::authenticate(state, headers, Use { method, path, ip }).await?;
     // A request the token may not make is refused without spending its
     // budget or counting as a use.
     if let Some(scope) = params.scope.as_deref() {
@@ -169,6 +169,7 @@ async fn check(
     h.reserve(16);
     h.extend(identity_headers(&info));
     h.extend(bearer::rate_limit_headers(&decision));
+    h.extend(bearer::expires_header(&info));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

@@ -104,14 +104,14 @@ pub async fn whoami(
     ClientIp(ip): ClientIp,
     request: Request,
 ) -> Response {
-    let info = match bearer::authenticate(&state, request.headers()).await {
-        Ok(info) => info,
-        Err(e) => return e.into_response(),
-    };
     let used = Use {
         method: request.method().as_str(),
         path: request.uri().path(),
         ip,
+    };
+    let info = match bearer::authenticate(&state, request.headers(), used).await {
+        Ok(info) => info,
+        Err(e) => return e.into_response(),
     };
     let decision = match bearer::admit(&state, &info, used) {
         Ok(d) => d,
@@ -126,6 +126,7 @@ pub async fn whoami(
         HeaderValue::from_static("application/json"),
     );
     h.extend(bearer::rate_limit_headers(&decision));
+    h.extend(bearer::expires_header(&info));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

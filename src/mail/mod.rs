@@ -79,6 +79,29 @@ pub enum Mail {
         /// The inviting superuser's email.
         inviter: String,
     },
+    /// A token got a new secret (regenerated on a page or the session API,
+    /// or rotated by the token itself); the old one works until `grace_until`.
+    TokenRegenerated {
+        token_id: i64,
+        at: i64,
+        ip: Option<String>,
+        user_agent: Option<String>,
+        /// When the replaced secret stops working, if later than `at`.
+        grace_until: Option<i64>,
+        /// The superuser's email, when someone other than the owner did it.
+        by_superuser: Option<String>,
+        /// The token rotated itself (`POST /api/v2/tokens/self/rotate`).
+        self_rotated: bool,
+    },
+    /// A replaced secret of a token was presented after its grace period.
+    ReplacedTokenUsed {
+        token_id: i64,
+        at: i64,
+        ip: Option<String>,
+        method: String,
+        path: String,
+        user_agent: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +124,8 @@ impl Mail {
             Mail::PermissionWithdrawn { .. } => "permission_withdrawn",
             Mail::PermissionRestored { .. } => "permission_restored",
             Mail::Invitation { .. } => "invitation",
+            Mail::TokenRegenerated { .. } => "token_regenerated",
+            Mail::ReplacedTokenUsed { .. } => "replaced_token_used",
         }
     }
 }

@@ -2,5 +2,6 @@
 //! validation into domain types, one transaction each, audit and
 //! invalidation. Handlers stay thin by calling these.
 
+pub mod rotation;
 pub mod team;
 pub mod tokens;

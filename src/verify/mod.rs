@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::http::HeaderValue;
 use sqlx::{Any, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -35,6 +36,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::invalidation::{self, Invalidation};
+use crate::store::rotation;
 use crate::store::verification::{self, TokenFacts};
 use crate::store::{Backend, Db, StoreError, StoreResult};
 use crate::token::{ScopeSet, TokenDigest};
@@ -155,6 +157,10 @@ pub struct TokenInfo {
     /// same facts keeps this entry (and what it rendered) instead of
     /// replacing it.
     facts_hash: u64,
+    /// Set when this entry is for a replaced secret in its grace period:
+    /// when that ends (`expires_at` is no later). Read only for a token
+    /// that is not active, so valid tokens never look at it.
+    pub grace_until: Option<i64>,
 }
 
 /// Responses derived from a [`TokenInfo`], filled in by the handlers that
@@ -168,18 +174,28 @@ pub struct Rendered {
     /// The values of the headers `/auth/verify` hands to the upstream, back
     /// to back in one buffer, and where each ends.
     pub identity: OnceLock<(Bytes, [u32; 5])>,
+    /// The `Keysmith-Token-Expires` value (RFC 3339, UTC), for a token
+    /// that expires.
+    pub expires: OnceLock<Option<HeaderValue>>,
 }
 
 impl TokenInfo {
     fn from_facts(
-        facts: TokenFacts,
+        mut facts: TokenFacts,
+        grace_until: Option<i64>,
         digest: &TokenDigest,
         read_at_ms: u64,
         usage: Arc<TokenUsage>,
         config: &Config,
         interner: &ScopeInterner,
     ) -> TokenInfo {
-        let facts_hash = hash_facts(&facts);
+        // A replaced secret works until the grace period ends at the latest:
+        // as its expiry, that is checked on every request like any other,
+        // so no cached answer can keep the secret alive for longer.
+        if let Some(until) = grace_until {
+            facts.expires_at = Some(facts.expires_at.map_or(until, |at| at.min(until)));
+        }
+        let facts_hash = hash_of(&facts, grace_until);
         // The digest is uniformly random: its second byte spreads tokens
         // over the spread window (its first picks the cache shard).
         let spread = REFRESH_SPREAD.as_millis() as u64 * u64::from(digest.as_bytes()[1]) / 256;
@@ -234,6 +250,7 @@ impl TokenInfo {
             read_at_ms: AtomicU64::new(read_at_ms),
             refresh_after_ms: REFRESH_AFTER.as_millis() as u64 + spread,
             refreshing: AtomicBool::new(false),
+            grace_until,
         }
     }
 
@@ -257,10 +274,21 @@ impl TokenInfo {
     }
 }
 
+#[cfg(test)]
 fn hash_facts(facts: &TokenFacts) -> u64 {
+    hash_of(facts, None)
+}
+
+/// The facts of a token, and whether (until when) they are read for a
+/// replaced secret in its grace period: the same token read for its
+/// current and for a replaced secret must not compare equal.
+fn hash_of(facts: &TokenFacts, grace_until: Option<i64>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::hash::DefaultHasher::new();
     facts.hash(&mut h);
+    if let Some(until) = grace_until {
+        until.hash(&mut h);
+    }
     h.finish()
 }
 
@@ -318,6 +346,19 @@ pub enum Verdict {
     Active(Arc<TokenInfo>),
     /// Unknown, expired, revoked, disabled, or its owner may not use tokens.
     Inactive,
+    /// A replaced secret of this token, past its grace period: refused like
+    /// any dead token, and worth telling the owner about.
+    Replaced(i64),
+}
+
+/// What one database read found for a digest.
+enum Read {
+    /// A token, and the grace end when the digest is a replaced secret
+    /// (boxed: the facts are large and the other answers tiny).
+    Token(Box<TokenFacts>, Option<i64>),
+    /// A replaced secret past its grace period.
+    Replaced(i64),
+    Unknown,
 }
 
 /// The database could not be asked and nothing usable was cached.
@@ -392,7 +433,20 @@ impl Verifier {
                         stale.refreshing.store(false, Ordering::Release);
                     });
                 }
-                return Ok(self.verdict(info));
+                let verdict = self.verdict(info);
+                if let Verdict::Replaced(_) = verdict {
+                    // Its grace is over: remembered as unknown from now on,
+                    // so a client retrying it costs no database reads and
+                    // raises no alert per request.
+                    self.known.remove(&digest);
+                    self.unknown.insert_if_current(
+                        digest,
+                        Instant::now(),
+                        &self.generation,
+                        self.generation.load(Ordering::SeqCst),
+                    );
+                }
+                return Ok(verdict);
             }
             return match self.load(digest, Some(&info)).await {
                 Ok(verdict) => Ok(verdict),
@@ -410,8 +464,11 @@ impl Verifier {
     }
 
     fn verdict(&self, info: Arc<TokenInfo>) -> Verdict {
-        if info.is_active_at(self.clock.unix()) {
+        let now = self.clock.unix();
+        if info.is_active_at(now) {
             Verdict::Active(info)
+        } else if info.grace_until.is_some_and(|until| now >= until) {
+            Verdict::Replaced(info.token_id)
         } else {
             Verdict::Inactive
         }
@@ -430,15 +487,12 @@ impl Verifier {
             return Err(Unavailable);
         }
         let seen = self.generation.load(Ordering::SeqCst);
-        let read = tokio::time::timeout(
-            LOAD_TIMEOUT,
-            verification::load_by_digest(&self.db, &digest),
-        )
-        .await;
+        let read = tokio::time::timeout(LOAD_TIMEOUT, self.read(&digest)).await;
         match read {
-            Ok(Ok(Some(facts))) => {
+            Ok(Ok(Read::Token(facts, grace_until))) => {
                 if let Some(cached) = cached
-                    && cached.facts_hash == hash_facts(&facts)
+                    && cached.grace_until == grace_until
+                    && cached.facts_hash == hash_of(&facts, grace_until)
                 {
                     // Unchanged. If an invalidation removed the entry
                     // meanwhile, this touches a value no longer in the cache.
@@ -447,7 +501,8 @@ impl Verifier {
                 }
                 let usage = self.usage.for_token(facts.token_id);
                 let info = Arc::new(TokenInfo::from_facts(
-                    facts,
+                    *facts,
+                    grace_until,
                     &digest,
                     now_ms,
                     usage,
@@ -459,10 +514,16 @@ impl Verifier {
                 self.unknown.remove(&digest);
                 Ok(self.verdict(info))
             }
-            Ok(Ok(None)) => {
+            Ok(Ok(Read::Unknown)) => {
                 self.unknown
                     .insert_if_current(digest, Instant::now(), &self.generation, seen);
                 Ok(Verdict::Inactive)
+            }
+            Ok(Ok(Read::Replaced(token_id))) => {
+                self.known.remove(&digest);
+                self.unknown
+                    .insert_if_current(digest, Instant::now(), &self.generation, seen);
+                Ok(Verdict::Replaced(token_id))
             }
             Ok(Err(e)) => {
                 self.note_failure(&e.to_string());
@@ -473,6 +534,29 @@ impl Verifier {
                 Err(Unavailable)
             }
         }
+    }
+
+    /// What the store knows about a digest: the token whose current secret
+    /// it is (one query, the common case); failing that, a replaced secret
+    /// (asked only for digests no token has now): in its grace period it
+    /// reads as the token, with the grace end as its latest expiry.
+    async fn read(&self, digest: &TokenDigest) -> StoreResult<Read> {
+        if let Some(facts) = verification::load_by_digest(&self.db, digest).await? {
+            return Ok(Read::Token(Box::new(facts), None));
+        }
+        let Some(replaced) = rotation::find_replaced(&self.db, digest).await? else {
+            return Ok(Read::Unknown);
+        };
+        if self.clock.unix() >= replaced.grace_until {
+            return Ok(Read::Replaced(replaced.token_id));
+        }
+        Ok(
+            match verification::load_by_digest(&self.db, &replaced.current).await? {
+                Some(facts) => Read::Token(Box::new(facts), Some(replaced.grace_until)),
+                // Rotated again between the two reads: ask again next time.
+                None => Read::Unknown,
+            },
+        )
     }
 
     fn note_failure(&self, why: &str) {

@@ -9,6 +9,7 @@ pub mod health;
 pub mod layout;
 pub mod mcp;
 pub mod pages;
+pub mod regenerate;
 pub mod revoke_link;
 pub mod setup;
 pub mod signin;

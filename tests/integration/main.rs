@@ -12,6 +12,7 @@ mod cli;
 mod client_ip;
 mod dev_mail;
 mod health;
+mod lifecycle;
 mod mail;
 mod mail_deadlines;
 mod mcp_card;
