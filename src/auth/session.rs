@@ -14,7 +14,7 @@ use super::secret::Secret;
 use crate::app::AppState;
 use crate::config::Config;
 use crate::store::orgs::{self, Membership, Role};
-use crate::store::sessions::{self, NewSession};
+use crate::store::sessions::{self, NewSession, SignInMethod};
 use crate::store::{StoreError, StoreResult};
 
 /// Activity is written back at most this often, so page views are reads.
@@ -47,8 +47,10 @@ pub fn removal_cookie(config: &Config, name: &'static str) -> Cookie<'static> {
     cookie
 }
 
-/// Starts a session for `user_id` inside the caller's transaction and returns
+/// Starts a session for `user_id` inside the caller's transaction (which
+/// also records the sign-in and its `method` in the audit log) and returns
 /// the cookie to set. Every sign-in gets a fresh id.
+#[allow(clippy::too_many_arguments)]
 pub async fn start_session(
     conn: &mut AnyConnection,
     config: &Config,
@@ -56,6 +58,7 @@ pub async fn start_session(
     organization_id: i64,
     ip: &str,
     user_agent: Option<&str>,
+    method: SignInMethod,
     now: i64,
 ) -> StoreResult<Cookie<'static>> {
     let secret = Secret::generate();
@@ -68,6 +71,7 @@ pub async fn start_session(
             ip: Some(ip),
             user_agent,
             expires_at: now + config.session_lifetime.as_secs() as i64,
+            method,
         },
         now,
     )
@@ -118,6 +122,8 @@ pub async fn current_session(state: &AppState, jar: &CookieJar) -> StoreResult<O
     let idle = state.config.session_idle_timeout.as_secs() as i64;
     let Some(record) = sessions::find_live(&state.db, &secret.digest_hex(), now, idle).await?
     else {
+        // A session that ran out ends here, on record.
+        sessions::end_if_expired(&state.db, &secret.digest_hex(), now, idle).await?;
         return Ok(None);
     };
     let memberships = orgs::active_memberships(&state.db, record.user_id).await?;
