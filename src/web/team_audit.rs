@@ -82,6 +82,7 @@ impl AuditQuery {
 const MAX_MEMBER_SEARCH: usize = 254;
 
 /// A filter field the log could not read, and why.
+#[derive(Debug)]
 pub struct FilterProblem {
     pub field: &'static str,
     pub message: String,
