@@ -130,17 +130,23 @@ pub fn router(state: AppState) -> Router {
         .route("/team/members/{id}", get(web::team::member_page))
         .route(
             "/team/members/{id}/permission",
-            post(web::team::set_permission),
+            get(web::team::confirm_permission).post(web::team::set_permission),
         )
-        .route("/team/members/{id}/role", post(web::team::set_role))
-        .route("/team/members/{id}/status", post(web::team::set_status))
+        .route(
+            "/team/members/{id}/role",
+            get(web::team::confirm_role).post(web::team::set_role),
+        )
+        .route(
+            "/team/members/{id}/status",
+            get(web::team::confirm_status).post(web::team::set_status),
+        )
         .route(
             "/team/members/{id}/revoke-all",
             get(web::team::revoke_all_confirm).post(web::team::revoke_all),
         )
         .route(
             "/team/members/{id}/tokens/{token}/toggle",
-            post(web::team::toggle_token),
+            get(web::team::confirm_token_toggle).post(web::team::toggle_token),
         )
         .route(
             "/team/members/{id}/tokens/{token}/revoke",

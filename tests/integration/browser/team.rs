@@ -104,6 +104,52 @@ async fn team_of_twelve(app: &TestApp) -> (Org, i64, i64) {
     (org, bob, bobs.id)
 }
 
+/// Waits for a JavaScript dialog (`confirm()`) and returns its text.
+pub async fn alert_text(browser: &Browser) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = browser.client.get_alert_text().await {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no confirmation dialog appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for `message` in the page's live region, as a `role=status`.
+pub async fn assert_status_message(browser: &Browser, message: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let shown = browser
+            .eval("const s = document.querySelector('#flash[aria-live] [role=status]'); return s ? s.textContent.trim() : null;")
+            .await;
+        if shown == message {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live region never said {message:?} (says {shown})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the element with this id has the focus.
+pub async fn assert_focused(browser: &Browser, id: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let focused = browser.eval("return document.activeElement.id;").await;
+        if focused == id {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "focus is on {focused}, not #{id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn wait_for_attribute(browser: &Browser, css: &str, attribute: &str, value: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -167,42 +213,90 @@ async fn a_superuser_toggles_the_permission_and_revokes_a_members_token() {
         .await;
     browser.screenshot("team-policy").await;
 
-    // The permission switch, through htmx.
-    let switch = format!("#member-{bob} button[role=switch]");
+    // The permission switch, through htmx. Withdrawing asks first, and
+    // dismissing the question changes nothing.
+    let switch = format!("#member-{bob}-permission");
     wait_for_attribute(&browser, &switch, "aria-checked", "true").await;
     assert_eq!(app.whoami_status(&token.token).await, 200);
     browser.click(&switch).await;
+    let asked = alert_text(&browser).await;
+    assert!(
+        asked.starts_with("Withdraw bob.martin@example.com's permission"),
+        "{asked}"
+    );
+    browser.client.dismiss_alert().await.expect("dismiss");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        browser
+            .find(&switch)
+            .await
+            .attr("aria-checked")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true"),
+        "dismissed: still allowed"
+    );
+    assert_eq!(app.whoami_status(&token.token).await, 200, "and working");
+    browser.click(&switch).await;
+    alert_text(&browser).await;
+    browser.client.accept_alert().await.expect("accept");
     wait_for_attribute(&browser, &switch, "aria-checked", "false").await;
     assert_eq!(app.whoami_status(&token.token).await, 401, "paused at once");
+    assert_status_message(
+        &browser,
+        "bob.martin@example.com can no longer create or manage API tokens; their tokens are paused.",
+    )
+    .await;
+    assert_focused(&browser, &format!("member-{bob}-permission")).await;
+    assert!(
+        browser
+            .text(&format!("#member-{bob}"))
+            .await
+            .contains("3 paused")
+    );
+    // Giving it back is not destructive: no question.
     browser.click(&switch).await;
     wait_for_attribute(&browser, &switch, "aria-checked", "true").await;
     assert_eq!(app.whoami_status(&token.token).await, 200, "and back");
     assert_eq!(browser.path().await, "/team", "no page load");
 
-    // From the row to the member's tokens, and revoke one in the dialog.
+    // From the row to the member's tokens, and revoke one: asked first.
     browser
         .click(&format!("#member-{bob} td.label-cell a"))
         .await;
     browser.wait_for_text("h1", "bob.martin@example.com").await;
-    browser
-        .click(&format!("#token-actions-{token_id} a.btn-danger"))
-        .await;
-    let confirm = browser
-        .wait_for("#token-dialog[open] button.btn-danger")
-        .await;
+    let revoke = format!("#token-{token_id}-revoke");
+    browser.click(&revoke).await;
+    let asked = alert_text(&browser).await;
     assert!(
-        browser
-            .text("#token-dialog h2")
-            .await
-            .contains("Revoke “CI deploys” of bob.martin@example.com?")
+        asked.starts_with("Revoke “CI deploys” of bob.martin@example.com?"),
+        "{asked}"
     );
-    browser.screenshot("team-revoke-dialog").await;
-    confirm.click().await.expect("press Revoke token");
+    browser.client.dismiss_alert().await.expect("dismiss");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (revoked,): (Option<i64>,) =
+        sqlx::query_as("SELECT revoked_at FROM api_tokens WHERE id = $1")
+            .bind(token_id)
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(revoked, None, "dismissed: not revoked");
+    browser.click(&revoke).await;
+    alert_text(&browser).await;
+    browser.client.accept_alert().await.expect("accept");
     browser.wait_for("#member-revoked-tokens").await;
-    let open = browser
-        .eval("return document.getElementById('token-dialog').open;")
+    assert_status_message(
+        &browser,
+        "“CI deploys” is revoked. Its owner has been told by email.",
+    )
+    .await;
+    // The revoked row's control is gone: focus moves to the next token's.
+    let focused = browser
+        .eval("return document.activeElement.getAttribute('data-focus-group');")
         .await;
-    assert_eq!(open, false, "the dialog closes");
+    assert_eq!(focused, "token-revoke", "focus on a neighbour's Revoke");
+    browser.screenshot("team-member-revoked").await;
     let (reason,): (Option<String>,) =
         sqlx::query_as("SELECT revoked_reason FROM api_tokens WHERE id = $1")
             .bind(token_id)
@@ -220,7 +314,7 @@ async fn a_superuser_toggles_the_permission_and_revokes_a_members_token() {
     browser.goto(&app.url("/team/audit")).await;
     browser.wait_for("#audit-events").await;
     let first = browser.text("#audit-events tbody tr:first-child").await;
-    assert!(first.contains("token.revoked"), "{first}");
+    assert!(first.contains("Token revoked"), "{first}");
     browser.screenshot("team-audit").await;
 
     // On a phone the rows become cards and nothing scrolls sideways.
