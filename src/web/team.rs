@@ -813,7 +813,7 @@ pub async fn confirm_permission(
         }
     } else {
         Confirm {
-            title: format!("Withdraw {}'s permission to hold API tokens?", m.email),
+            title: format!("Withdraw the token permission of {}?", m.email),
             message: "Their tokens are paused at once and they cannot create new ones, until you allow it again.".into(),
             fields: vec![("allowed", "false")],
             button: "Withdraw permission",

@@ -221,7 +221,7 @@ async fn a_superuser_toggles_the_permission_and_revokes_a_members_token() {
     browser.click(&switch).await;
     let asked = alert_text(&browser).await;
     assert!(
-        asked.starts_with("Withdraw bob.martin@example.com's permission"),
+        asked.starts_with("Withdraw the token permission of bob.martin@example.com?"),
         "{asked}"
     );
     browser.client.dismiss_alert().await.expect("dismiss");
