@@ -243,7 +243,8 @@
       var at = all.indexOf(active);
       [all[at + 1], all[at - 1]].forEach(function (n) { if (n && n.id) ids.push(n.id); });
     }
-    pending = { ids: ids, target: event.detail.target };
+    var target = event.detail.target;
+    pending = { ids: ids, target: target, targetId: target && target.id };
   }
 
   function focusable(el) {
@@ -257,7 +258,9 @@
     pending = null;
     // After every part of the answer (out-of-band ones too) is in place.
     setTimeout(function () {
-      var target = p.target && p.target.isConnected ? p.target : null;
+      // An outerHTML swap replaced the target: its successor has its id.
+      var target = p.target && p.target.isConnected ? p.target
+        : (p.targetId && document.getElementById(p.targetId));
       var invalid = target && target.querySelector("[aria-invalid=true]");
       if (invalid) return invalid.focus();
       for (var i = 0; i < p.ids.length; i++) {

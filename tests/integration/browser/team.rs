@@ -337,3 +337,264 @@ async fn a_superuser_toggles_the_permission_and_revokes_a_members_token() {
     browser.close().await;
     app.shutdown().await;
 }
+
+/// Lays pages out at exactly `width`×`height` CSS pixels (a desktop window).
+async fn viewport(browser: &Browser, width: u32, height: u32, mobile: bool) {
+    browser
+        .cdp(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        )
+        .await;
+}
+
+/// Screenshots of the current page at 1280×800 and 390×844, each checked
+/// for sideways scrolling; back at 1280×800 afterwards.
+async fn screenshots(browser: &Browser, name: &str) {
+    for (w, h, mobile) in [(390, 844, true), (1280, 800, false)] {
+        viewport(browser, w, h, mobile).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let fits = browser
+            .eval("const d = document.documentElement; return d.scrollWidth <= d.clientWidth;")
+            .await;
+        assert_eq!(fits, true, "{name} is wider than {w}px");
+        browser.screenshot(&format!("{name}-{w}x{h}")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_browser_tests,
+    ignore = "browser test skipped: apt-get install chromium chromium-driver (CI installs them)"
+)]
+async fn disabling_a_member_asks_then_announces_and_keeps_focus() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (org, bob, _) = team_of_twelve(&app).await;
+    let carol = {
+        let (id,): (i64,) =
+            sqlx::query_as("SELECT id FROM users WHERE email = 'carol.shaw@example.com'")
+                .fetch_one(app.db().pool())
+                .await
+                .unwrap();
+        id
+    };
+    // A token of Bob's that expires soon, to show its badge.
+    mint(
+        &app,
+        org.id,
+        bob,
+        Spec {
+            label: "release bot",
+            expires_at: Some(app.state.clock.unix() + 2 * 86_400),
+            ..Spec::default()
+        },
+    )
+    .await;
+    let browser = Browser::start().await;
+    viewport(&browser, 1280, 800, false).await;
+    browser.sign_in(&app, "ada@example.com").await;
+    browser.goto(&app.url("/team")).await;
+    browser.wait_for("#members-table").await;
+
+    // Disable asks; dismissing changes nothing.
+    let disable = format!("#member-{carol}-status");
+    assert_eq!(browser.text(&disable).await, "Disable");
+    browser.click(&disable).await;
+    let asked = alert_text(&browser).await;
+    assert!(
+        asked.starts_with("Disable carol.shaw@example.com?"),
+        "{asked}"
+    );
+    browser.client.dismiss_alert().await.expect("dismiss");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (at,): (Option<i64>,) =
+        sqlx::query_as("SELECT disabled_at FROM memberships WHERE user_id = $1")
+            .bind(carol)
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(at, None, "dismissed: still enabled");
+    assert_eq!(browser.text(&disable).await, "Disable");
+
+    // Accepting disables, says so in the live region, and keeps the focus
+    // on the same control (now Enable).
+    browser.click(&disable).await;
+    alert_text(&browser).await;
+    browser.client.accept_alert().await.expect("accept");
+    browser
+        .wait_for(&format!("#member-{carol}.member-disabled"))
+        .await;
+    assert_status_message(
+        &browser,
+        "carol.shaw@example.com is disabled: signed out here, and their tokens stop working.",
+    )
+    .await;
+    assert_focused(&browser, &format!("member-{carol}-status")).await;
+    assert_eq!(browser.text(&disable).await, "Enable");
+    assert!(
+        browser
+            .text(&format!("#member-{carol}"))
+            .await
+            .contains("1 paused")
+    );
+    screenshots(&browser, "team-member-disabled").await;
+    // Enabling does not ask.
+    browser.click(&disable).await;
+    browser
+        .wait_for(&format!("#member-{carol}.member-active"))
+        .await;
+    assert!(
+        browser.client.get_alert_text().await.is_err(),
+        "no question"
+    );
+    assert_focused(&browser, &format!("member-{carol}-status")).await;
+
+    // Saving the policy: announced, focus stays on Save.
+    browser.fill("#writes-per-minute", "30").await;
+    browser.click("#policy-save").await;
+    assert_status_message(
+        &browser,
+        "Policy saved. It applies to every token from the next request.",
+    )
+    .await;
+    assert_focused(&browser, "policy-save").await;
+    // A wrong value: focus moves to the field that needs fixing.
+    browser.fill("#writes-per-minute", "lots").await;
+    browser.click("#policy-save").await;
+    browser
+        .wait_for("#writes-per-minute[aria-invalid=true]")
+        .await;
+    assert_focused(&browser, "writes-per-minute").await;
+
+    // A member's page: Expires soon and, once the permission is withdrawn,
+    // Paused.
+    browser
+        .goto(&app.url(&format!("/team/members/{bob}")))
+        .await;
+    browser.wait_for("#member-live-tokens").await;
+    let badges = browser
+        .eval("return Array.from(document.querySelectorAll('#member-live-tokens .badge')).map(b => b.textContent.trim());")
+        .await;
+    assert!(
+        badges
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b == "Expires soon"),
+        "{badges}"
+    );
+    let mut tx = app.db().begin().await.unwrap();
+    orgs::set_can_manage_tokens(&mut tx, org.id, bob, false)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    browser
+        .goto(&app.url(&format!("/team/members/{bob}")))
+        .await;
+    browser.wait_for("#member-live-tokens").await;
+    let badges = browser
+        .eval("return Array.from(document.querySelectorAll('#member-live-tokens .badge')).map(b => b.textContent.trim());")
+        .await;
+    assert!(
+        badges.as_array().unwrap().iter().all(|b| b == "Paused"),
+        "{badges}"
+    );
+    screenshots(&browser, "team-member-paused").await;
+
+    // Disabling one of the member's tokens asks, and focus returns to it.
+    let first_toggle = browser
+        .eval("return document.querySelector('#member-live-tokens ~ * button[id$=-toggle], .member-token-actions button[id$=-toggle]').id;")
+        .await;
+    let toggle = format!("#{}", first_toggle.as_str().unwrap());
+    browser.click(&toggle).await;
+    let asked = alert_text(&browser).await;
+    assert!(asked.starts_with("Disable “"), "{asked}");
+    browser.client.accept_alert().await.expect("accept");
+    browser
+        .wait_for(&format!("{toggle}[aria-label^=Enable]"))
+        .await;
+    assert_focused(&browser, &toggle[1..]).await;
+
+    // The refused policy (422) is an expected answer in the log.
+    let console: Vec<_> = problems(&browser.console().await)
+        .into_iter()
+        .filter(|m| !m.contains("status of 422"))
+        .collect();
+    assert!(console.is_empty(), "console problems: {console:#?}");
+    browser.close().await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_browser_tests,
+    ignore = "browser test skipped: apt-get install chromium chromium-driver (CI installs them)"
+)]
+async fn error_pages_are_framed_and_a_lost_session_says_so() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (_org, bob, _) = team_of_twelve(&app).await;
+    let browser = Browser::start().await;
+    viewport(&browser, 1280, 800, false).await;
+
+    // Signed out: a 404 page in the frame, with a way to sign in.
+    browser.goto(&app.url("/no/such/page")).await;
+    browser.wait_for_text("h1", "Page not found").await;
+    let facts = browser
+        .eval("return [document.title, document.documentElement.lang, !!document.querySelector('main h1'), !!document.querySelector('nav[aria-label=Main]')];")
+        .await;
+    assert_eq!(
+        facts,
+        serde_json::json!(["Page not found · Keysmith", "en", true, false])
+    );
+    screenshots(&browser, "error-404-signed-out").await;
+
+    // Signed in: with navigation.
+    browser.sign_in(&app, "ada@example.com").await;
+    browser.goto(&app.url("/static/missing.css")).await;
+    browser.wait_for_text("h1", "Page not found").await;
+    browser.goto(&app.url("/team/members/99999")).await;
+    browser.wait_for_text("h1", "Page not found").await;
+    assert!(
+        browser
+            .find("nav[aria-label=Main] a[href='/team']")
+            .await
+            .is_displayed()
+            .await
+            .unwrap()
+    );
+    screenshots(&browser, "error-404-signed-in").await;
+
+    // The session ends while the Team page is open: the next htmx action
+    // says so in the live region, with a link to sign in again.
+    browser.goto(&app.url("/team")).await;
+    browser.wait_for("#members-table").await;
+    sqlx::query("DELETE FROM sessions")
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    browser.click(&format!("#member-{bob}-role")).await;
+    let link = browser.wait_for("#flash #signed-out a").await;
+    let message = browser.text("#flash #signed-out").await;
+    assert!(
+        message.starts_with("You were signed out, so this was not done."),
+        "{message}"
+    );
+    assert_eq!(
+        link.attr("href").await.unwrap().as_deref(),
+        Some("/signin?next=/team")
+    );
+    assert_eq!(browser.path().await, "/team", "still on the page");
+    screenshots(&browser, "team-signed-out").await;
+    link.click().await.expect("follow the sign-in link");
+    browser.wait_for_path("/signin?next=/team").await;
+
+    let console = problems(&browser.console().await);
+    // The 401 and 404 answers are expected network errors in the log.
+    let console: Vec<_> = console
+        .into_iter()
+        .filter(|m| !m.contains("401") && !m.contains("404"))
+        .collect();
+    assert!(console.is_empty(), "console problems: {console:#?}");
+    browser.close().await;
+    app.shutdown().await;
+}
