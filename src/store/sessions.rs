@@ -172,6 +172,10 @@ pub async fn sign_out(
     Ok(())
 }
 
+/// What an ended session's row says: user, organization, last seen,
+/// absolute end, IP, user agent.
+type EndedSession = (i64, Option<i64>, i64, i64, Option<String>, Option<String>);
+
 /// A session that ran out (idle too long or past its lifetime) is removed
 /// the next time its cookie comes back, and its end is recorded then, with
 /// why it ended (`idle` or `lifetime`). Nothing happens for an unknown hash
@@ -183,16 +187,15 @@ pub async fn end_if_expired(
     idle_seconds: i64,
 ) -> StoreResult<bool> {
     let mut tx = db.begin().await?;
-    let ended: Option<(i64, Option<i64>, i64, i64, Option<String>, Option<String>)> =
-        sqlx::query_as(
-            "DELETE FROM sessions WHERE id_hash = $1 AND (expires_at <= $2 OR last_seen_at <= $3) \
+    let ended: Option<EndedSession> = sqlx::query_as(
+        "DELETE FROM sessions WHERE id_hash = $1 AND (expires_at <= $2 OR last_seen_at <= $3) \
              RETURNING user_id, current_organization_id, last_seen_at, expires_at, ip, user_agent",
-        )
-        .bind(id_hash)
-        .bind(now)
-        .bind(now - idle_seconds)
-        .fetch_optional(&mut *tx)
-        .await?;
+    )
+    .bind(id_hash)
+    .bind(now)
+    .bind(now - idle_seconds)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some((user_id, organization_id, last_seen_at, expires_at, ip, user_agent)) = ended else {
         tx.rollback().await?;
         return Ok(false);

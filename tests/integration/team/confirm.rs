@@ -217,7 +217,9 @@ async fn htmx_outcomes_reach_the_live_region_in_the_no_js_words(backend: Backend
     let app = TestApp::spawn(backend).await;
     let org = superuser(&app).await;
     let (bob, token) = member_with_token(&app, &org, "bob@example.com", "ci").await;
-    let cases: Vec<(String, Vec<(&str, &str)>, String)> = vec![
+    // (path, form fields, the announced outcome)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, String);
+    let cases: Vec<Case> = vec![
         (
             format!("/team/members/{bob}/status"),
             vec![("disabled", "true")],
