@@ -134,17 +134,23 @@ pub fn router(state: AppState) -> Router {
         .route("/team/members/{id}", get(web::team::member_page))
         .route(
             "/team/members/{id}/permission",
-            post(web::team::set_permission),
+            get(web::team::confirm_permission).post(web::team::set_permission),
         )
-        .route("/team/members/{id}/role", post(web::team::set_role))
-        .route("/team/members/{id}/status", post(web::team::set_status))
+        .route(
+            "/team/members/{id}/role",
+            get(web::team::confirm_role).post(web::team::set_role),
+        )
+        .route(
+            "/team/members/{id}/status",
+            get(web::team::confirm_status).post(web::team::set_status),
+        )
         .route(
             "/team/members/{id}/revoke-all",
             get(web::team::revoke_all_confirm).post(web::team::revoke_all),
         )
         .route(
             "/team/members/{id}/tokens/{token}/toggle",
-            post(web::team::toggle_token),
+            get(web::team::confirm_token_toggle).post(web::team::toggle_token),
         )
         .route(
             "/team/members/{id}/tokens/{token}/revoke",
@@ -182,6 +188,12 @@ pub fn router(state: AppState) -> Router {
             "/api/user/api-keys/{id}/regenerate",
             post(api::rotate::regenerate),
         )
+        // Error pages in the site's frame; inside CSRF protection, whose
+        // token the frame's sign-out form needs.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            web::pages::error_layout,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::csrf::protect,
@@ -236,6 +248,11 @@ pub fn router(state: AppState) -> Router {
             "max-age=31536000; includeSubDomains",
         ));
     }
+    // Unknown addresses: a 404 page in the frame (JSON under the APIs).
+    let not_found = axum::handler::Handler::layer(
+        web::pages::not_found,
+        middleware::from_fn_with_state(state.clone(), auth::csrf::protect),
+    );
     let mut router = routes.fallback(not_found).with_state(state);
     for (name, value) in security_headers {
         router = router.layer(SetResponseHeaderLayer::if_not_present(
@@ -302,13 +319,13 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
-        "Something went wrong on our side. It has been logged.\n",
+        axum::response::Html(web::pages::simple_page(
+            "Something went wrong",
+            "Something went wrong on our side. It has been logged.",
+            Some(("/settings/api-tokens", "Back to Keysmith")),
+        )),
     )
         .into_response()
-}
-
-async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "Not found.\n").into_response()
 }
 
 /// Why the server could not start; each message is one line an operator can act on.

@@ -98,20 +98,35 @@ pub fn parse_name(raw: &str, what: &str, max: usize) -> Result<String, Invalid> 
         || s.chars().any(is_forbidden_in_names)
     {
         return Err(invalid(format!(
-            "A {what} cannot contain line breaks, control characters or invisible \
-             formatting characters (such as right-to-left overrides or zero-width spaces)."
+            "{} {what} cannot contain line breaks, control characters or invisible \
+             formatting characters (such as right-to-left overrides or zero-width spaces).",
+            capitalized(article(what))
         )));
     }
     if s.is_empty() {
-        return Err(invalid(format!("Enter a {what}.")));
+        return Err(invalid(format!("Enter {} {what}.", article(what))));
     }
     let n = s.chars().count();
     if n > max {
         return Err(invalid(format!(
-            "A {what} has at most {max} characters (this one has {n})."
+            "{} {what} has at most {max} characters (this one has {n}).",
+            capitalized(article(what))
         )));
     }
     Ok(s.to_string())
+}
+
+/// "a" or "an" before `word`, by its first letter: the names parsed here
+/// ("label", "organization name", "project name") need nothing subtler.
+fn article(word: &str) -> &'static str {
+    match word.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u' | 'A' | 'E' | 'I' | 'O' | 'U') => "an",
+        _ => "a",
+    }
+}
+
+fn capitalized(article: &str) -> &'static str {
+    if article == "an" { "An" } else { "A" }
 }
 
 /// An organization's name: 1–100 characters after trimming.
@@ -229,6 +244,16 @@ mod tests {
         );
         assert_eq!(TokenLabel::parse("").unwrap_err().0, "Enter a label.");
         assert_eq!(TokenLabel::parse("   ").unwrap_err().0, "Enter a label.");
+        assert_eq!(
+            OrgName::parse("").unwrap_err().0,
+            "Enter an organization name."
+        );
+        assert!(
+            OrgName::parse(&"x".repeat(101))
+                .unwrap_err()
+                .0
+                .starts_with("An organization name has at most 100")
+        );
         assert!(TokenLabel::parse(&"x".repeat(100)).is_ok());
         let e = TokenLabel::parse(&"x".repeat(101)).unwrap_err();
         assert!(e.0.contains("at most 100") && e.0.contains("101"), "{e}");

@@ -353,3 +353,63 @@
     selectTab(next, true);
   }
 })();
+
+// ---- Team pages: focus after htmx swaps (team branch) --------------------
+// Inside [data-focus-scope], a swap would drop focus to <body>. Before the
+// request, remember the control acted on (by id) and its neighbours of the
+// same [data-focus-group]; after the swap, focus the first invalid field of
+// the new content, else that control again (the new content repeats its
+// id), else a neighbour (the control went away, e.g. a revoked token),
+// else the new content's heading.
+(function () {
+  "use strict";
+  var pending = null;
+
+  function remember(event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.closest || !elt.closest("[data-focus-scope]")) return;
+    var active = document.activeElement;
+    var ids = [];
+    if (active && active.id && elt.contains(active)) ids.push(active.id);
+    else if (elt.id) ids.push(elt.id);
+    var group = active && active.dataset && active.dataset.focusGroup;
+    if (group) {
+      var all = Array.prototype.slice.call(document.querySelectorAll("[data-focus-group='" + group + "']"));
+      var at = all.indexOf(active);
+      [all[at + 1], all[at - 1]].forEach(function (n) { if (n && n.id) ids.push(n.id); });
+    }
+    var target = event.detail.target;
+    pending = { ids: ids, target: target, targetId: target && target.id };
+  }
+
+  function focusable(el) {
+    if (!el.matches("a[href], button, input, select, textarea, [tabindex]")) el.setAttribute("tabindex", "-1");
+    el.focus();
+  }
+
+  function restore() {
+    if (!pending) return;
+    var p = pending;
+    pending = null;
+    // After every part of the answer (out-of-band ones too) is in place.
+    setTimeout(function () {
+      // An outerHTML swap replaced the target: its successor has its id.
+      var target = p.target && p.target.isConnected ? p.target
+        : (p.targetId && document.getElementById(p.targetId));
+      var invalid = target && target.querySelector("[aria-invalid=true]");
+      if (invalid) return invalid.focus();
+      for (var i = 0; i < p.ids.length; i++) {
+        var el = document.getElementById(p.ids[i]);
+        if (el && !el.disabled) return el.focus();
+      }
+      var scope = target || document.querySelector("[data-focus-scope]");
+      var heading = scope && (scope.matches("h1, h2") ? scope : scope.querySelector("h2, h1"));
+      if (heading) focusable(heading);
+    }, 0);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.body.addEventListener("htmx:beforeRequest", remember);
+    document.body.addEventListener("htmx:afterSettle", restore);
+  });
+})();

@@ -145,6 +145,7 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
         .get(form_cookie_name(config))
         .map(|c| c.value().to_string())
         .filter(|v| Secret::parse(v).is_some());
+    let signed_in_cookie = session_seed.is_some();
     let (seed, new_form_cookie) = match (session_seed, form_seed) {
         (Some(s), _) => (s, None),
         (None, Some(f)) => (f, None),
@@ -204,7 +205,12 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
             }
             None => None,
         };
-        if !presented.is_some_and(|t| same(&t, &expected)) {
+        if !presented.as_deref().is_some_and(|t| same(t, &expected)) {
+            // An htmx page sent a token but its session cookie is gone: the
+            // person was signed out (elsewhere, or the cookie ran out).
+            if htmx && !signed_in_cookie && presented.is_some_and(|t| !t.is_empty()) {
+                return crate::web::pages::signed_out_fragment(request.headers());
+            }
             return forbidden(
                 htmx,
                 "This form has expired or is missing its security token. Reload the page and try again.",

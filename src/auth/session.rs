@@ -14,7 +14,7 @@ use super::secret::Secret;
 use crate::app::AppState;
 use crate::config::Config;
 use crate::store::orgs::{self, Membership, Role};
-use crate::store::sessions::{self, NewSession};
+use crate::store::sessions::{self, NewSession, SignInMethod};
 use crate::store::{StoreError, StoreResult};
 
 /// Activity is written back at most this often, so page views are reads.
@@ -47,8 +47,10 @@ pub fn removal_cookie(config: &Config, name: &'static str) -> Cookie<'static> {
     cookie
 }
 
-/// Starts a session for `user_id` inside the caller's transaction and returns
+/// Starts a session for `user_id` inside the caller's transaction (which
+/// also records the sign-in and its `method` in the audit log) and returns
 /// the cookie to set. Every sign-in gets a fresh id.
+#[allow(clippy::too_many_arguments)]
 pub async fn start_session(
     conn: &mut AnyConnection,
     config: &Config,
@@ -56,6 +58,7 @@ pub async fn start_session(
     organization_id: i64,
     ip: &str,
     user_agent: Option<&str>,
+    method: SignInMethod,
     now: i64,
 ) -> StoreResult<Cookie<'static>> {
     let secret = Secret::generate();
@@ -68,6 +71,7 @@ pub async fn start_session(
             ip: Some(ip),
             user_agent,
             expires_at: now + config.session_lifetime.as_secs() as i64,
+            method,
         },
         now,
     )
@@ -118,6 +122,8 @@ pub async fn current_session(state: &AppState, jar: &CookieJar) -> StoreResult<O
     let idle = state.config.session_idle_timeout.as_secs() as i64;
     let Some(record) = sessions::find_live(&state.db, &secret.digest_hex(), now, idle).await?
     else {
+        // A session that ran out ends here, on record.
+        sessions::end_if_expired(&state.db, &secret.digest_hex(), now, idle).await?;
         return Ok(None);
     };
     let memberships = orgs::active_memberships(&state.db, record.user_id).await?;
@@ -150,43 +156,42 @@ pub async fn current_session(state: &AppState, jar: &CookieJar) -> StoreResult<O
 /// Why a request that needs a session did not get one.
 pub enum AuthRejection {
     /// Pages: go and sign in, then come back here.
-    SignIn {
-        next: String,
-        htmx: bool,
-    },
+    SignIn { next: String, htmx: bool },
     /// The JSON API: a plain 401.
     Json,
-    Store(StoreError),
+    /// The store failed; `api`: answer as the JSON API does.
+    Store { error: StoreError, api: bool },
 }
 
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
         match self {
             AuthRejection::SignIn { next, htmx } => {
+                if htmx {
+                    // htmx would put a redirect's page inside the fragment:
+                    // say so where the person is looking, with a way back.
+                    return crate::web::pages::signed_out_fragment_to(&next);
+                }
                 let location = format!("/signin?next={}", url_encode(&next));
-                let mut response = if htmx {
-                    // htmx would follow a 303 inside the fragment; ask it to navigate.
-                    let mut r = StatusCode::UNAUTHORIZED.into_response();
-                    if let Ok(v) = HeaderValue::from_str(&location) {
-                        r.headers_mut().insert("hx-redirect", v);
-                    }
-                    r
-                } else {
-                    let mut r = StatusCode::SEE_OTHER.into_response();
-                    if let Ok(v) = HeaderValue::from_str(&location) {
-                        r.headers_mut().insert(header::LOCATION, v);
-                    }
-                    r
-                };
-                response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                response
+                let mut r = StatusCode::SEE_OTHER.into_response();
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
             }
             AuthRejection::Json => (
                 StatusCode::UNAUTHORIZED,
                 axum::Json(serde_json::json!({ "error": "Sign in first: this API needs a browser session." })),
             )
                 .into_response(),
-            AuthRejection::Store(e) => crate::error::AppError::from(e).into_response(),
+            AuthRejection::Store { error, api: true } => {
+                crate::error::AppError::from(error).into_response()
+            }
+            // Pages: an error page in the site's frame.
+            AuthRejection::Store { error, api: false } => {
+                crate::web::pages::PageError::from(error).into_response()
+            }
         }
     }
 }
@@ -205,15 +210,25 @@ where
             Ok(Some(signed_in)) => Ok(signed_in),
             Ok(None) if parts.uri.path().starts_with("/api/") => Err(AuthRejection::Json),
             Ok(None) => {
-                let next = parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_else(|| "/".into());
                 let htmx = parts.headers.contains_key("hx-request");
+                // After signing in, back to the page: for htmx the page the
+                // request came from, not the fragment's address.
+                let from_page = htmx
+                    .then(|| crate::web::pages::current_page(&parts.headers))
+                    .flatten();
+                let next = from_page.unwrap_or_else(|| {
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_else(|| "/".into())
+                });
                 Err(AuthRejection::SignIn { next, htmx })
             }
-            Err(e) => Err(AuthRejection::Store(e)),
+            Err(error) => Err(AuthRejection::Store {
+                error,
+                api: parts.uri.path().starts_with("/api/"),
+            }),
         }
     }
 }

@@ -551,6 +551,7 @@ pub async fn accept_invitation(
                 org,
                 &ip,
                 meta.user_agent.as_deref(),
+                sessions::SignInMethod::Invitation,
                 now,
             )
             .await?,

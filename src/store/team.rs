@@ -81,7 +81,7 @@ const MEMBER_COLUMNS: &str = "SELECT m.user_id, u.email, m.role, m.can_manage_to
      FROM memberships m JOIN users u ON u.id = m.user_id";
 
 /// `%term%` for `LIKE … ESCAPE '\'`, lower-cased (emails are stored so).
-fn like_pattern(search: &str) -> String {
+pub fn like_pattern(search: &str) -> String {
     let mut p = String::from("%");
     for c in search.trim().to_lowercase().chars() {
         if matches!(c, '%' | '_' | '\\') {
@@ -435,8 +435,9 @@ pub async fn set_project_archived(
 /// Which events to show; zero/empty fields do not filter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
-    /// Events where this user acted or was acted upon.
-    pub member: i64,
+    /// A [`like_pattern`]: events where a user whose email or name matches
+    /// acted (in person or through a token) or was acted upon.
+    pub member: String,
     pub token: i64,
     pub action: String,
     /// Events at or after this unix time (0: no bound).
@@ -485,7 +486,8 @@ const AUDIT_FROM: &str = "FROM audit_events e \
      LEFT JOIN users su ON su.id = e.subject_user_id \
      LEFT JOIN api_tokens t ON t.id = e.token_id \
      WHERE e.organization_id = $1 \
-     AND ($2 = 0 OR e.actor_user_id = $2 OR e.subject_user_id = $2 OR atk.user_id = $2) \
+     AND ($2 = '' OR au.email LIKE $2 ESCAPE '\\' OR su.email LIKE $2 ESCAPE '\\' \
+          OR LOWER(au.display_name) LIKE $2 ESCAPE '\\' OR LOWER(su.display_name) LIKE $2 ESCAPE '\\') \
      AND ($3 = 0 OR e.token_id = $3 OR e.actor_token_id = $3) \
      AND ($4 = '' OR e.action = $4) \
      AND ($5 = 0 OR e.created_at >= $5) \
@@ -507,7 +509,7 @@ pub async fn audit_events(
     );
     let rows: Vec<AuditTuple> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(organization_id)
-        .bind(filter.member)
+        .bind(filter.member.as_str())
         .bind(filter.token)
         .bind(filter.action.as_str())
         .bind(filter.since)
@@ -560,7 +562,7 @@ pub async fn count_audit_events(
     let sql = format!("SELECT COUNT(*) {AUDIT_FROM}");
     let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(organization_id)
-        .bind(filter.member)
+        .bind(filter.member.as_str())
         .bind(filter.token)
         .bind(filter.action.as_str())
         .bind(filter.since)

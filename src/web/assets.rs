@@ -51,7 +51,7 @@ static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
 
 pub async fn serve(Path(path): Path<String>, request_headers: HeaderMap) -> Response {
     let Some(index) = ASSETS.iter().position(|a| a.path == path) else {
-        return (StatusCode::NOT_FOUND, "no such asset").into_response();
+        return crate::web::pages::asset_not_found();
     };
     let asset = &ASSETS[index];
     let etag = &ETAGS[index];

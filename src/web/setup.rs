@@ -191,6 +191,7 @@ pub async fn complete_setup(
         done.organization.id,
         &ip.to_string(),
         user_agent,
+        crate::store::sessions::SignInMethod::Setup,
         now,
     )
     .await?;

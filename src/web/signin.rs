@@ -272,6 +272,7 @@ pub async fn use_link(
         first.organization.id,
         &ip.to_string(),
         user_agent,
+        sessions::SignInMethod::EmailLink,
         now,
     )
     .await?;
@@ -290,9 +291,17 @@ pub async fn use_link(
     ))
 }
 
-pub async fn signout(State(state): State<AppState>, jar: CookieJar) -> PageResult {
+pub async fn signout(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> PageResult {
     if let Some(who) = current_session(&state, &jar).await? {
-        sessions::delete(&state.db, who.session_id).await?;
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        sessions::sign_out(&state.db, who.session_id, &ip.to_string(), user_agent).await?;
     }
     let jar = jar.add(removal_cookie(
         &state.config,

@@ -122,6 +122,23 @@ fn back_with(jar: CookieJar, state: &AppState, to: &str, message: &str) -> Respo
     (flash::set(jar, &state.config, message), Redirect::to(to)).into_response()
 }
 
+/// An htmx fragment followed by the outcome for the page's live region
+/// (`#flash`, `role=status`): the same words the no-JS path shows after its
+/// redirect.
+fn with_status(mut html: String, message: &str) -> Response {
+    html.push_str(&status_oob(message));
+    Html(html).into_response()
+}
+
+fn status_oob(message: &str) -> String {
+    let escaped = askama::filters::escape(message, askama::filters::Html)
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    format!(
+        "<div id=\"flash\" hx-swap-oob=\"innerHTML\"><div class=\"alert alert-info\" role=\"status\">{escaped}</div></div>"
+    )
+}
+
 // ---------------------------------------------------------------- views
 
 /// One member as a row of the Team page.
@@ -136,6 +153,9 @@ pub struct MemberView {
     /// The stored permission (a superuser always may, whatever it says).
     pub can_manage: bool,
     pub live_tokens: i64,
+    /// Their live tokens do not work now: the member is disabled or may not
+    /// hold tokens (see [`team_token_status`]).
+    pub tokens_paused: bool,
     pub last_use: Option<TimeView>,
     pub is_self: bool,
     /// A refusal to show in the row (e.g. the last superuser).
@@ -161,10 +181,46 @@ impl MemberView {
             status_label,
             can_manage: m.role == Role::Superuser || m.can_manage_tokens,
             live_tokens: m.live_tokens,
+            tokens_paused: tokens_paused(m),
             last_use: m.last_token_use.map(|at| time_view(at, now)),
             is_self: m.user_id == who.user_id,
             error: None,
         }
+    }
+}
+
+/// A member's tokens are paused while the member is disabled or, not being
+/// a superuser, lacks the permission to hold tokens.
+fn tokens_paused(m: &MemberRow) -> bool {
+    m.status == MemberStatus::Disabled || (m.role != Role::Superuser && !m.can_manage_tokens)
+}
+
+/// Tokens expiring within this many seconds are "Expires soon".
+pub const EXPIRES_SOON_SECONDS: i64 = 7 * 86_400;
+
+/// The status badge of a token on the Team pages, most important first:
+/// Revoked, Disabled, Expired, Paused (its owner's tokens are paused),
+/// Expires soon (within 7 days), Enabled. The `settings` branch builds a
+/// shared status function for the settings page; this one is meant to be
+/// unified with it.
+pub fn team_token_status(
+    t: &store_tokens::TokenRecord,
+    owner_paused: bool,
+    now: i64,
+) -> (&'static str, &'static str) {
+    let expires_in = t.expires_at.map(|at| at - now);
+    if t.revoked_at.is_some() {
+        ("revoked", "Revoked")
+    } else if t.disabled_at.is_some() {
+        ("disabled", "Disabled")
+    } else if expires_in.is_some_and(|s| s <= 0) {
+        ("expired", "Expired")
+    } else if owner_paused {
+        ("paused", "Paused")
+    } else if expires_in.is_some_and(|s| s <= EXPIRES_SOON_SECONDS) {
+        ("expiring", "Expires soon")
+    } else {
+        ("enabled", "Enabled")
     }
 }
 
@@ -251,7 +307,6 @@ pub struct PolicyView {
     pub max_per_minute: i64,
     pub max_days: i64,
     pub errors: FieldErrors,
-    pub saved: bool,
 }
 
 async fn policy_view(state: &AppState, who: &SignedIn) -> Result<PolicyView, AppError> {
@@ -296,7 +351,6 @@ fn policy_form(state: &AppState, input: &PolicyInput, errors: FieldErrors) -> Po
         max_per_minute: MAX_PER_MINUTE,
         max_days: MAX_LIFETIME_DAYS,
         errors,
-        saved: false,
     }
 }
 
@@ -328,7 +382,6 @@ pub struct InviteView {
     pub email: String,
     pub can_manage: bool,
     pub error: Option<String>,
-    pub sent_to: Option<String>,
 }
 
 impl InviteView {
@@ -337,7 +390,6 @@ impl InviteView {
             email: String::new(),
             can_manage: false,
             error: None,
-            sent_to: None,
         }
     }
 }
@@ -521,7 +573,7 @@ async fn row_response(
                 csrf: csrf.to_string(),
             }
             .render()?;
-            Ok(Html(html).into_response())
+            Ok(with_status(html, &done(&m)))
         }
         Ok(m) => Ok(back_with(jar, state, PAGE, &done(&m))),
         Err(TeamOpError::Refused(message)) if is_htmx(headers) => {
@@ -674,7 +726,212 @@ pub async fn set_status(
     .await
 }
 
+// ---------------------------------------------------------------- confirmations
+
+/// The confirmation of a destructive action. With JavaScript the control
+/// asks first (`hx-confirm` on the element that sends the POST); without
+/// it, the control is a GET form to the action's own address, which answers
+/// with this page, whose button sends the POST. Either way nothing changes
+/// until the person says yes.
+#[derive(Template)]
+#[template(path = "pages/team_confirm.html")]
+struct ConfirmPage {
+    layout: Layout,
+    csrf: String,
+    title: String,
+    message: String,
+    action: String,
+    fields: Vec<(&'static str, &'static str)>,
+    button: &'static str,
+    cancel: String,
+}
+
+struct Confirm {
+    title: String,
+    message: String,
+    fields: Vec<(&'static str, &'static str)>,
+    button: &'static str,
+}
+
+async fn confirm_page(
+    state: &AppState,
+    csrf: &str,
+    who: &SignedIn,
+    action: String,
+    cancel: String,
+    c: Confirm,
+) -> PageResult {
+    let html = ConfirmPage {
+        layout: layout(state, csrf, who),
+        csrf: csrf.to_string(),
+        title: c.title,
+        message: c.message,
+        action,
+        fields: c.fields,
+        button: c.button,
+        cancel,
+    }
+    .render()?;
+    Ok(no_store(Html(html).into_response()))
+}
+
+/// The member a confirmation is about, after the superuser check.
+async fn confirm_member(
+    state: &AppState,
+    csrf: &str,
+    who: &SignedIn,
+    id: &str,
+) -> Result<MemberRow, Response> {
+    gate(state, csrf, who).await?;
+    let id = parse_id(id).map_err(IntoResponse::into_response)?;
+    match ops::member(state, who, id).await {
+        Ok(m) => Ok(m),
+        Err(e) => Err(match op_error(state, csrf, who, e).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }),
+    }
+}
+
+pub async fn confirm_permission(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    who: SignedIn,
+    Path(id): Path<String>,
+    Query(form): Query<PermissionForm>,
+) -> PageResult {
+    let m = match confirm_member(&state, &csrf.0, &who, &id).await {
+        Ok(m) => m,
+        Err(r) => return Ok(r),
+    };
+    let c = if flag(&form.allowed)? {
+        Confirm {
+            title: format!("Allow {} to hold API tokens?", m.email),
+            message: "They can create and manage personal API tokens, and their paused tokens work again.".into(),
+            fields: vec![("allowed", "true")],
+            button: "Allow",
+        }
+    } else {
+        Confirm {
+            title: format!("Withdraw the token permission of {}?", m.email),
+            message: "Their tokens are paused at once and they cannot create new ones, until you allow it again.".into(),
+            fields: vec![("allowed", "false")],
+            button: "Withdraw permission",
+        }
+    };
+    let action = format!("/team/members/{}/permission", m.user_id);
+    confirm_page(&state, &csrf.0, &who, action, PAGE.into(), c).await
+}
+
+pub async fn confirm_role(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    who: SignedIn,
+    Path(id): Path<String>,
+    Query(form): Query<RoleForm>,
+) -> PageResult {
+    let m = match confirm_member(&state, &csrf.0, &who, &id).await {
+        Ok(m) => m,
+        Err(r) => return Ok(r),
+    };
+    let c = match form.role.as_str() {
+        "member" => Confirm {
+            title: format!("Make {} a member?", m.email),
+            message: "They can no longer open the Team page or change who may hold tokens.".into(),
+            fields: vec![("role", "member")],
+            button: "Make a member",
+        },
+        "superuser" => Confirm {
+            title: format!("Make {} a superuser?", m.email),
+            message: "They can open the Team page, change who may hold tokens and revoke anyone's tokens.".into(),
+            fields: vec![("role", "superuser")],
+            button: "Make a superuser",
+        },
+        _ => {
+            return Err(PageError(AppError::BadRequest(
+                "Send role=superuser or role=member.".into(),
+            )));
+        }
+    };
+    let action = format!("/team/members/{}/role", m.user_id);
+    confirm_page(&state, &csrf.0, &who, action, PAGE.into(), c).await
+}
+
+pub async fn confirm_status(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    who: SignedIn,
+    Path(id): Path<String>,
+    Query(form): Query<StatusForm>,
+) -> PageResult {
+    let m = match confirm_member(&state, &csrf.0, &who, &id).await {
+        Ok(m) => m,
+        Err(r) => return Ok(r),
+    };
+    let c = if flag(&form.disabled)? {
+        Confirm {
+            title: format!("Disable {}?", m.email),
+            message:
+                "They are signed out and their tokens stop working until you enable them again."
+                    .into(),
+            fields: vec![("disabled", "true")],
+            button: "Disable",
+        }
+    } else {
+        Confirm {
+            title: format!("Enable {}?", m.email),
+            message: "They can sign in again, and their tokens work again.".into(),
+            fields: vec![("disabled", "false")],
+            button: "Enable",
+        }
+    };
+    let action = format!("/team/members/{}/status", m.user_id);
+    confirm_page(&state, &csrf.0, &who, action, PAGE.into(), c).await
+}
+
+pub async fn confirm_token_toggle(
+    State(state): State<AppState>,
+    Extension(csrf): Extension<CsrfToken>,
+    who: SignedIn,
+    Path((uid, tid)): Path<(String, String)>,
+    Query(form): Query<ToggleForm>,
+) -> PageResult {
+    if let Err(r) = gate(&state, &csrf.0, &who).await {
+        return Ok(r);
+    }
+    let (uid, tid) = parse_pair(&uid, &tid)?;
+    let (m, t) = match ops::member_token(&state, &who, uid, tid).await {
+        Ok(found) if found.1.revoked_at.is_none() => found,
+        Ok(_) => return Err(PageError(AppError::NotFound)),
+        Err(e) => return op_error(&state, &csrf.0, &who, e).await,
+    };
+    let c = if flag(&form.enabled)? {
+        Confirm {
+            title: format!("Enable “{}” of {}?", t.label, m.email),
+            message: "It works again from the next request.".into(),
+            fields: vec![("enabled", "true")],
+            button: "Enable",
+        }
+    } else {
+        Confirm {
+            title: format!("Disable “{}” of {}?", t.label, m.email),
+            message: format!(
+                "The token {}… stops working until a superuser enables it again. Its owner cannot enable it.",
+                t.display_prefix
+            ),
+            fields: vec![("enabled", "false")],
+            button: "Disable",
+        }
+    };
+    let action = format!("/team/members/{uid}/tokens/{tid}/toggle");
+    confirm_page(&state, &csrf.0, &who, action, member_page_path(uid), c).await
+}
+
 // ---------------------------------------------------------------- invite
+
+fn invited(email: &str) -> String {
+    format!("Invitation sent to {email}. The link in it works once, for 7 days.")
+}
 
 #[derive(Deserialize, Default)]
 pub struct InviteForm {
@@ -700,10 +957,7 @@ pub async fn invite(
     match ops::invite(&state, &who, &meta, &input).await {
         Ok(m) if is_htmx(&headers) => {
             let mut html = InvitePartial {
-                invite: InviteView {
-                    sent_to: Some(m.email.clone()),
-                    ..InviteView::empty()
-                },
+                invite: InviteView::empty(),
                 csrf: csrf.0.clone(),
             }
             .render()?;
@@ -718,20 +972,14 @@ pub async fn invite(
                 }
                 .render()?,
             );
-            Ok(Html(html).into_response())
+            Ok(with_status(html, &invited(&m.email)))
         }
-        Ok(m) => Ok(back_with(
-            jar,
-            &state,
-            PAGE,
-            &format!("Invitation sent to {}.", m.email),
-        )),
+        Ok(m) => Ok(back_with(jar, &state, PAGE, &invited(&m.email))),
         Err(TeamOpError::Invalid(errors)) => {
             let view = InviteView {
                 email: form.email,
                 can_manage: input.can_manage_tokens,
                 error: errors.get("email").map(str::to_string),
-                sent_to: None,
             };
             let html = if is_htmx(&headers) {
                 InvitePartial {
@@ -762,6 +1010,8 @@ pub async fn invite(
 
 // ---------------------------------------------------------------- policy
 
+const POLICY_SAVED: &str = "Policy saved. It applies to every token from the next request.";
+
 #[derive(Deserialize, Default)]
 pub struct PolicyForm {
     #[serde(default)]
@@ -791,23 +1041,17 @@ pub async fn update_policy(
     };
     match ops::update_policy(&state, &who, &meta, &input).await {
         Ok(_) if is_htmx(&headers) => {
-            let mut policy = policy_view(&state, &who).await?;
-            policy.saved = true;
-            Ok(Html(
+            let policy = policy_view(&state, &who).await?;
+            Ok(with_status(
                 PolicyPartial {
                     policy,
                     csrf: csrf.0,
                 }
                 .render()?,
-            )
-            .into_response())
+                POLICY_SAVED,
+            ))
         }
-        Ok(_) => Ok(back_with(
-            jar,
-            &state,
-            "/team#policy",
-            "Policy saved. It applies to every token from the next request.",
-        )),
+        Ok(_) => Ok(back_with(jar, &state, "/team#policy", POLICY_SAVED)),
         Err(TeamOpError::Invalid(errors)) => {
             let policy = policy_form(&state, &input, errors);
             let html = if is_htmx(&headers) {
@@ -863,14 +1107,14 @@ async fn projects_response(
     entered: &str,
 ) -> PageResult {
     match result {
-        Ok(()) if is_htmx(headers) => Ok(Html(
+        Ok(()) if is_htmx(headers) => Ok(with_status(
             ProjectsPartial {
                 projects: projects_view(state, who).await?,
                 csrf: csrf.to_string(),
             }
             .render()?,
-        )
-        .into_response()),
+            done,
+        )),
         Ok(()) => Ok(back_with(jar, state, "/team#projects", done)),
         Err(TeamOpError::Invalid(errors)) => {
             let mut projects = projects_view(state, who).await?;
@@ -1012,7 +1256,8 @@ async fn member_tokens_view(
     for t in &records {
         let mine = names.remove(&t.id).unwrap_or_default();
         // Read-only rows: the superuser's Disable and Revoke sit beside them.
-        let row = RowView::new(t, mine, now, false);
+        let mut row = RowView::new(t, mine, now, false);
+        (row.status, row.status_label) = team_token_status(t, view.member.tokens_paused, now);
         if row.live {
             view.live.push(row);
         } else {
@@ -1067,21 +1312,23 @@ pub async fn member_page(
     Ok(no_store((jar, Html(html)).into_response()))
 }
 
+/// The member's token list again, with the outcome for the live region.
 async fn member_tokens_fragment(
     state: &AppState,
     who: &SignedIn,
     csrf: &str,
     user_id: i64,
+    done: &str,
 ) -> PageResult {
     match member_tokens_view(state, who, user_id).await {
-        Ok(tokens) => Ok(Html(
+        Ok(tokens) => Ok(with_status(
             MemberTokensPartial {
                 tokens,
                 csrf: csrf.to_string(),
             }
             .render()?,
-        )
-        .into_response()),
+            done,
+        )),
         Err(e) => op_error(state, csrf, who, e).await,
     }
 }
@@ -1109,15 +1356,13 @@ pub async fn toggle_token(
     let (uid, tid) = parse_pair(&uid, &tid)?;
     let enabled = flag(&form.enabled)?;
     match ops::set_token_disabled(&state, &who, &meta, uid, tid, !enabled).await {
-        Ok(_) if is_htmx(&headers) => member_tokens_fragment(&state, &who, &csrf.0, uid).await,
         Ok(t) => {
             let verb = if enabled { "enabled" } else { "disabled" };
-            Ok(back_with(
-                jar,
-                &state,
-                &member_page_path(uid),
-                &format!("“{}” is {verb}.", t.label),
-            ))
+            let done = format!("“{}” is {verb}.", t.label);
+            if is_htmx(&headers) {
+                return member_tokens_fragment(&state, &who, &csrf.0, uid, &done).await;
+            }
+            Ok(back_with(jar, &state, &member_page_path(uid), &done))
         }
         Err(e) => op_error(&state, &csrf.0, &who, e).await,
     }
@@ -1190,16 +1435,16 @@ pub async fn revoke_token(
 ) -> PageResult {
     let (uid, tid) = parse_pair(&uid, &tid)?;
     match ops::revoke_token(&state, &who, &meta, uid, tid).await {
-        Ok(_) if is_htmx(&headers) => member_tokens_fragment(&state, &who, &csrf.0, uid).await,
-        Ok(t) => Ok(back_with(
-            jar,
-            &state,
-            &member_page_path(uid),
-            &format!(
+        Ok(t) => {
+            let done = format!(
                 "“{}” is revoked. Its owner has been told by email.",
                 t.label
-            ),
-        )),
+            );
+            if is_htmx(&headers) {
+                return member_tokens_fragment(&state, &who, &csrf.0, uid, &done).await;
+            }
+            Ok(back_with(jar, &state, &member_page_path(uid), &done))
+        }
         Err(e) => op_error(&state, &csrf.0, &who, e).await,
     }
 }
@@ -1270,16 +1515,16 @@ pub async fn revoke_all(
 ) -> PageResult {
     let uid = parse_id(&uid)?;
     match ops::revoke_all(&state, &who, &meta, uid).await {
-        Ok(_) if is_htmx(&headers) => member_tokens_fragment(&state, &who, &csrf.0, uid).await,
-        Ok(n) => Ok(back_with(
-            jar,
-            &state,
-            &member_page_path(uid),
-            &format!(
+        Ok(n) => {
+            let done = format!(
                 "{n} token{} revoked. The owner has been told by email.",
                 if n == 1 { "" } else { "s" }
-            ),
-        )),
+            );
+            if is_htmx(&headers) {
+                return member_tokens_fragment(&state, &who, &csrf.0, uid, &done).await;
+            }
+            Ok(back_with(jar, &state, &member_page_path(uid), &done))
+        }
         Err(e) => op_error(&state, &csrf.0, &who, e).await,
     }
 }

@@ -5,7 +5,7 @@
 use askama::Template;
 use axum::Extension;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse};
 use serde::Deserialize;
 use time::macros::format_description;
@@ -14,10 +14,8 @@ use time::{Date, Time};
 use crate::app::AppState;
 use crate::auth::csrf::CsrfToken;
 use crate::auth::session::{SignedIn, url_encode};
-use crate::domain::EmailAddress;
 use crate::mail::notices::describe_agent;
 use crate::service::team as ops;
-use crate::store::orgs;
 use crate::store::team::{self as store_team, AuditFilter, AuditRow};
 use crate::web::format::iso;
 use crate::web::layout::Layout;
@@ -80,29 +78,165 @@ impl AuditQuery {
     }
 }
 
-/// Turns the form's strings into a store filter. Unknown members or
-/// unreadable values select nothing rather than everything.
-async fn filter(state: &AppState, q: &AuditQuery) -> Result<AuditFilter, crate::error::AppError> {
-    let member = match q.member.trim() {
-        "" => 0,
-        raw => match EmailAddress::parse(raw) {
-            Ok(email) => orgs::find_user_by_email(&state.db, &email)
-                .await?
-                .map_or(-1, |u| u.id),
-            Err(_) => -1,
-        },
-    };
+/// The longest member search: the longest email address.
+const MAX_MEMBER_SEARCH: usize = 254;
+
+/// A filter field the log could not read, and why.
+#[derive(Debug)]
+pub struct FilterProblem {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Turns the form's strings into a store filter, or says which fields
+/// cannot be read: a wrong filter is told, never silently shows nothing.
+/// `known_actions`: the actions the log can contain.
+fn filter(q: &AuditQuery, known_actions: &[String]) -> Result<AuditFilter, Vec<FilterProblem>> {
+    let mut problems = Vec::new();
+    let mut problem = |field, message: String| problems.push(FilterProblem { field, message });
+    let member = q.member.trim();
+    if member.chars().count() > MAX_MEMBER_SEARCH {
+        problem(
+            "member",
+            format!(
+                "A member search is at most {MAX_MEMBER_SEARCH} characters (part of an email address or name)."
+            ),
+        );
+    }
     let token = match q.token.trim() {
         "" => 0,
-        raw => raw.parse::<i64>().ok().filter(|n| *n > 0).unwrap_or(-1),
+        raw => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| {
+                problem(
+                    "token",
+                    format!(
+                        "A token id is a whole number, such as 42 (not “{}”).",
+                        short(raw)
+                    ),
+                );
+                0
+            }),
     };
+    let action = q.action.trim();
+    if !action.is_empty() && !known_actions.iter().any(|a| a == action) {
+        problem("action", "Choose an action from the list.".to_string());
+    }
+    let mut day = |field, label: &str, raw: &str| match raw.trim() {
+        "" => None,
+        raw => day_start(raw).or_else(|| {
+            problem(
+                field,
+                format!(
+                    "{label} is a date such as 2026-03-31 (not “{}”).",
+                    short(raw)
+                ),
+            );
+            None
+        }),
+    };
+    let since = day("since", "From", &q.since);
+    let until = day("until", "Until", &q.until);
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        problem(
+            "until",
+            "Until is before From: no event can match. Swap the dates.".to_string(),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
     Ok(AuditFilter {
-        member,
+        member: if member.is_empty() {
+            String::new()
+        } else {
+            store_team::like_pattern(member)
+        },
         token,
-        action: q.action.trim().to_string(),
-        since: day_start(&q.since).unwrap_or(0),
-        until: day_start(&q.until).map_or(0, |t| t + 86_400),
+        action: action.to_string(),
+        since: since.unwrap_or(0),
+        until: until.map_or(0, |t| t + 86_400),
     })
+}
+
+/// An entered value quoted back in a message, cut short.
+fn short(raw: &str) -> String {
+    let mut s: String = raw.chars().take(40).collect();
+    if raw.chars().count() > 40 {
+        s.push('…');
+    }
+    s
+}
+
+/// Actions Keysmith writes, with the names the log shows. Actions not
+/// listed (added later) are shown by [`action_label`]'s fallback.
+const ACTION_LABELS: &[(&str, &str)] = &[
+    ("member.demoted", "Superuser made a member"),
+    ("member.disabled", "Member disabled"),
+    ("member.enabled", "Member enabled"),
+    ("member.invited", "Member invited"),
+    ("member.joined", "Member joined"),
+    ("member.permission_granted", "Token permission granted"),
+    ("member.permission_withdrawn", "Token permission withdrawn"),
+    ("member.promoted", "Member made a superuser"),
+    ("organization.bootstrapped", "Organization created"),
+    ("organization.policy_changed", "Token policy changed"),
+    ("project.archived", "Project archived"),
+    ("project.created", "Project created"),
+    ("project.renamed", "Project renamed"),
+    ("project.restored", "Project restored"),
+    ("session.expired", "Session expired"),
+    ("session.signed_in", "Signed in"),
+    ("session.signed_out", "Signed out"),
+    ("token.created", "Token created"),
+    ("token.disabled", "Token disabled"),
+    ("token.enabled", "Token enabled"),
+    ("token.renamed", "Token renamed"),
+    ("token.revoked", "Token revoked"),
+];
+
+/// The human-readable name of an audit action: from the table, or else
+/// the code made readable ("token.rotated" → "Token rotated").
+pub fn action_label(code: &str) -> String {
+    if let Some((_, label)) = ACTION_LABELS.iter().find(|(c, _)| *c == code) {
+        return (*label).to_string();
+    }
+    let words = code.replace(['.', '_'], " ");
+    let mut chars = words.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// One choice of the Action filter.
+pub struct ActionChoice {
+    pub code: String,
+    pub label: String,
+}
+
+/// The filter's choices: every action Keysmith writes and any other the
+/// organization's log holds, by name.
+fn action_choices(in_log: Vec<String>) -> Vec<ActionChoice> {
+    let mut codes: Vec<String> = ACTION_LABELS.iter().map(|(c, _)| c.to_string()).collect();
+    for code in in_log {
+        if !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    let mut choices: Vec<ActionChoice> = codes
+        .into_iter()
+        .map(|code| ActionChoice {
+            label: action_label(&code),
+            code,
+        })
+        .collect();
+    choices.sort_by(|a, b| a.label.cmp(&b.label));
+    choices
 }
 
 /// Who did it, as the log reads.
@@ -136,6 +270,7 @@ fn token_text(e: &AuditRow) -> String {
 pub struct EventView {
     pub at: TimeView,
     pub action: String,
+    pub action_label: String,
     pub actor: String,
     pub subject: String,
     pub token: String,
@@ -151,10 +286,21 @@ pub struct EventView {
 struct AuditPage {
     layout: Layout,
     q: AuditQuery,
-    actions: Vec<String>,
+    actions: Vec<ActionChoice>,
     events: Vec<EventView>,
     pager: PagerView,
     csv: String,
+    problems: Vec<FilterProblem>,
+}
+
+impl AuditPage {
+    /// The message about this filter field, if it could not be read.
+    fn problem(&self, field: &str) -> Option<&str> {
+        self.problems
+            .iter()
+            .find(|p| p.field == field)
+            .map(|p| p.message.as_str())
+    }
 }
 
 pub async fn page(
@@ -167,7 +313,29 @@ pub async fn page(
         return forbidden(&state, &csrf.0, &who).await;
     }
     let org = who.organization_id();
-    let f = filter(&state, &q).await?;
+    let actions = action_choices(store_team::audit_actions(&state.db, org).await?);
+    let known: Vec<String> = actions.iter().map(|a| a.code.clone()).collect();
+    let layout = Layout::signed_in(&csrf.0, state.dev_mail_enabled(), &who, "team");
+    let f = match filter(&q, &known) {
+        Ok(f) => f,
+        Err(problems) => {
+            // The form again with what to fix; 422, and no events: the
+            // log does not guess what was meant.
+            let html = AuditPage {
+                layout,
+                csv: format!("/team/audit.csv{}", q.query_string(None)),
+                q,
+                actions,
+                events: Vec::new(),
+                pager: pager(1, 0, PAGE_SIZE, |_| String::new()),
+                problems,
+            }
+            .render()?;
+            return Ok(no_store(
+                (StatusCode::UNPROCESSABLE_ENTITY, Html(html)).into_response(),
+            ));
+        }
+    };
     let total = store_team::count_audit_events(&state.db, org, &f).await?;
     let page = q.page.trim().parse::<i64>().unwrap_or(1).max(1);
     let pager = pager(page, total, PAGE_SIZE, |p| {
@@ -181,6 +349,7 @@ pub async fn page(
             .map(|e| EventView {
                 at: time_view(e.at, now),
                 action: e.action.clone(),
+                action_label: action_label(&e.action),
                 actor: actor_text(e),
                 subject: e.subject_email.clone().unwrap_or_default(),
                 token: token_text(e),
@@ -191,14 +360,14 @@ pub async fn page(
                 agent_raw: e.user_agent.clone().unwrap_or_default(),
             })
             .collect();
-    let actions = store_team::audit_actions(&state.db, org).await?;
     let html = AuditPage {
-        layout: Layout::signed_in(&csrf.0, state.dev_mail_enabled(), &who, "team"),
+        layout,
         csv: format!("/team/audit.csv{}", q.query_string(None)),
         q,
         actions,
         events,
         pager,
+        problems: Vec::new(),
     }
     .render()?;
     Ok(no_store(Html(html).into_response()))
@@ -235,7 +404,19 @@ pub async fn csv(
         return forbidden(&state, &csrf.0, &who).await;
     }
     let org = who.organization_id();
-    let f = filter(&state, &q).await?;
+    let known: Vec<String> = action_choices(store_team::audit_actions(&state.db, org).await?)
+        .into_iter()
+        .map(|a| a.code)
+        .collect();
+    let f = match filter(&q, &known) {
+        Ok(f) => f,
+        Err(problems) => {
+            let text: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+            return Ok(no_store(
+                (StatusCode::UNPROCESSABLE_ENTITY, text.join("\n") + "\n").into_response(),
+            ));
+        }
+    };
     let events = store_team::audit_events(&state.db, org, &f, CSV_LIMIT, 0).await?;
     let mut out = String::from(
         "time,action,actor,actor_token_id,subject,token_id,token,detail,ip,user_agent\r\n",
@@ -280,6 +461,54 @@ mod tests {
         assert_eq!(csv_field("say \"hi\", ok"), "\"say \"\"hi\"\", ok\"");
         assert_eq!(csv_field("=HYPERLINK(1)"), "\"'=HYPERLINK(1)\"");
         assert_eq!(csv_field(""), "\"\"");
+    }
+
+    #[test]
+    fn actions_read_as_names() {
+        assert_eq!(action_label("session.signed_in"), "Signed in");
+        assert_eq!(action_label("token.rotated"), "Token rotated");
+        assert_eq!(
+            action_label("scim.user_provisioned"),
+            "Scim user provisioned"
+        );
+        let choices = action_choices(vec!["token.rotated".into(), "token.revoked".into()]);
+        assert!(choices.iter().any(|c| c.code == "token.rotated"));
+        assert_eq!(
+            choices.iter().filter(|c| c.code == "token.revoked").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn unreadable_filters_are_named_not_ignored() {
+        let known = vec!["token.revoked".to_string()];
+        let q = AuditQuery {
+            token: "abc".into(),
+            since: "yesterday".into(),
+            action: "token.nuked".into(),
+            member: "x".repeat(255),
+            ..AuditQuery::default()
+        };
+        let fields: Vec<&str> = filter(&q, &known)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(fields, ["member", "token", "action", "since"]);
+        let q = AuditQuery {
+            since: "2026-03-02".into(),
+            until: "2026-03-01".into(),
+            ..AuditQuery::default()
+        };
+        assert_eq!(filter(&q, &known).unwrap_err()[0].field, "until");
+        let q = AuditQuery {
+            member: " Ada_ ".into(),
+            action: "token.revoked".into(),
+            ..AuditQuery::default()
+        };
+        let f = filter(&q, &known).unwrap();
+        assert_eq!(f.member, "%ada\\_%");
+        assert_eq!(f.action, "token.revoked");
     }
 
     #[test]

@@ -169,7 +169,7 @@ fn bad_cli_arguments_are_usage_errors() {
         .args(["bootstrap", "--org", "  ", "--email", "a@b.co"])
         .output()
         .unwrap();
-    assert_one_line_error(&out, 2, "--org: Enter a organization name");
+    assert_one_line_error(&out, 2, "--org: Enter an organization name");
     let out = keysmith(dir.path())
         .args(["bootstrap", "--org", "Acme"])
         .output()

@@ -6,6 +6,7 @@ use crate::harness::{Backend, TestApp};
 backend_tests!(
     healthz_and_readyz_answer_200,
     readyz_answers_503_when_the_database_does_not,
+    a_lost_database_gets_browsers_a_page_and_apis_json,
     every_response_carries_security_headers_and_a_request_id,
     unknown_paths_are_404,
 );
@@ -86,4 +87,36 @@ async fn https_public_url_turns_on_hsts() {
             .contains("max-age=")
     );
     app.shutdown().await;
+}
+
+/// With the database gone, a browser asking for a page gets a 503 page in
+/// the site's frame with `Retry-After`; the JSON API still answers JSON.
+async fn a_lost_database_gets_browsers_a_page_and_apis_json(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_superuser("ada@example.com").await;
+    app.db().close().await;
+    for path in ["/settings/api-tokens", "/team", "/team/audit"] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), 503, "{path}");
+        assert_eq!(r.headers()["retry-after"], "5", "{path}");
+        let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(
+            content_type.starts_with("text/html"),
+            "{path}: {content_type}"
+        );
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains("<html lang=") && html.contains("<h1"),
+            "{path}: {html}"
+        );
+        assert!(html.contains("Temporarily unavailable"), "{path}: {html}");
+    }
+    let r = app.get("/api/user/api-keys").await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
 }

@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod client_ip;
 mod dev_mail;
+mod error_pages;
 mod health;
 mod lifecycle;
 mod mail;

@@ -9,6 +9,7 @@ use crate::harness::{Backend, TestApp, csrf_of};
 backend_tests!(
     csrf_tokens_are_keyed_with_a_server_secret_that_survives_a_restart,
     every_authenticated_answer_says_no_store,
+    sign_in_sign_out_and_session_end_are_in_the_audit_log,
 );
 
 async fn bootstrap(app: &TestApp, email: &str) {
@@ -173,5 +174,102 @@ async fn every_authenticated_answer_says_no_store(backend: Backend) {
             .map(|v| v.to_str().unwrap()),
         Some("no-store")
     );
+    app.shutdown().await;
+}
+
+/// The session events of `user_id`, oldest first: action, detail, actor.
+async fn session_events(app: &TestApp, user_id: i64) -> Vec<(String, Option<String>, Option<i64>)> {
+    sqlx::query_as(
+        "SELECT action, detail, actor_user_id FROM audit_events \
+         WHERE subject_user_id = $1 AND action LIKE 'session.%' ORDER BY id",
+    )
+    .bind(user_id)
+    .fetch_all(app.db().pool())
+    .await
+    .unwrap()
+}
+
+async fn sign_in_sign_out_and_session_end_are_in_the_audit_log(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("KEYSMITH_SESSION_IDLE_MINUTES", "30")]).await;
+    let b = orgs::bootstrap(
+        app.db(),
+        &keysmith::domain::OrgName::parse("Acme").unwrap(),
+        &keysmith::domain::EmailAddress::parse("ada@example.com").unwrap(),
+    )
+    .await
+    .unwrap();
+    let ada = b.user.id;
+    app.sign_in("ada@example.com").await;
+    let events = session_events(&app, ada).await;
+    assert_eq!(
+        events,
+        [(
+            "session.signed_in".to_string(),
+            Some("email_link".to_string()),
+            Some(ada)
+        )]
+    );
+    let (org, ip): (Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT organization_id, ip FROM audit_events WHERE action = 'session.signed_in'",
+    )
+    .fetch_one(app.db().pool())
+    .await
+    .unwrap();
+    assert_eq!(org, Some(b.organization.id), "in the organization's log");
+    assert_eq!(ip.as_deref(), Some("127.0.0.1"));
+
+    // Sign-out.
+    let csrf = app.csrf_with(&app.client, "/settings/api-tokens").await;
+    let r = app
+        .client
+        .post(app.url("/signout"))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let events = session_events(&app, ada).await;
+    assert_eq!(
+        events[1],
+        ("session.signed_out".to_string(), None, Some(ada))
+    );
+
+    // A session left idle ends; the end is recorded when its cookie returns.
+    app.sign_in("ada@example.com").await;
+    app.state
+        .clock
+        .advance(std::time::Duration::from_secs(31 * 60));
+    assert_eq!(app.get("/team").await.status(), 303, "signed out");
+    let events = session_events(&app, ada).await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(
+        events[3],
+        (
+            "session.expired".to_string(),
+            Some("idle".to_string()),
+            None
+        )
+    );
+    assert_eq!(app.get("/team").await.status(), 303);
+    assert_eq!(session_events(&app, ada).await.len(), 4, "recorded once");
+
+    // And the log shows all of it, by name.
+    app.sign_in("ada@example.com").await;
+    let page = app.get("/team/audit").await.text().await.unwrap();
+    for shown in [
+        "title=\"session.signed_in\">Signed in<",
+        "title=\"session.signed_out\">Signed out<",
+        "title=\"session.expired\">Session expired<",
+    ] {
+        assert!(page.contains(shown), "{shown}");
+    }
+    let page = app
+        .get("/team/audit?action=session.expired")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.matches("title=\"session.").count(), 1);
+    assert!(page.contains(">idle<"), "why it ended");
     app.shutdown().await;
 }

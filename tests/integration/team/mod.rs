@@ -4,6 +4,7 @@
 
 mod access;
 mod audit;
+mod confirm;
 mod emails;
 mod invitations;
 mod listing;
