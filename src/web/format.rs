@@ -1,11 +1,13 @@
 //! How times read on the pages: relative ("3 minutes ago") with the exact
-//! UTC time beside it (in `title` and `datetime`).
+//! UTC time beside it (in `title` and `datetime`); and what a token's
+//! status badge says (`TokenStatus`).
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 
 use crate::store::from_unix;
+use crate::store::tokens::TokenRecord;
 
 /// `2026-11-23 17:52 UTC`
 pub fn exact(ts: i64) -> String {
@@ -47,6 +49,88 @@ pub fn relative(ts: i64, now: i64) -> String {
 pub fn date_only(at: OffsetDateTime) -> String {
     at.format(format_description!("[year]-[month]-[day]"))
         .unwrap_or_default()
+}
+
+/// A token expiring within this long is shown as "Expires soon".
+pub use crate::store::tokens::EXPIRES_SOON_SECONDS;
+
+/// What a token's badge says: the one place that decides it, for the
+/// settings page, the Team pages and anything that counts tokens.
+///
+/// The order of the checks is the order of what matters most to the reader:
+/// a revoked token is gone whatever else is true of it; an expired one will
+/// never work again; a disabled one is off by someone's hand; a paused one
+/// is blocked because its owner lost the permission or was disabled (giving
+/// it back makes the token work again); only then is it live, soon to
+/// expire or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStatus {
+    Enabled,
+    ExpiresSoon,
+    Paused,
+    Disabled,
+    Expired,
+    Revoked,
+}
+
+impl TokenStatus {
+    /// The status of `t` at `now`. `owner_may_use` is false when the owner's
+    /// membership no longer lets their tokens work (permission withdrawn or
+    /// member disabled): see `Membership::may_manage_tokens`.
+    pub fn of(t: &TokenRecord, owner_may_use: bool, now: i64) -> TokenStatus {
+        if t.revoked_at.is_some() {
+            TokenStatus::Revoked
+        } else if t.expires_at.is_some_and(|at| at <= now) {
+            TokenStatus::Expired
+        } else if t.disabled_at.is_some() {
+            TokenStatus::Disabled
+        } else if !owner_may_use {
+            TokenStatus::Paused
+        } else if t
+            .expires_at
+            .is_some_and(|at| at - now <= EXPIRES_SOON_SECONDS)
+        {
+            TokenStatus::ExpiresSoon
+        } else {
+            TokenStatus::Enabled
+        }
+    }
+
+    /// The badge text.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenStatus::Enabled => "Enabled",
+            TokenStatus::ExpiresSoon => "Expires soon",
+            TokenStatus::Paused => "Paused",
+            TokenStatus::Disabled => "Disabled",
+            TokenStatus::Expired => "Expired",
+            TokenStatus::Revoked => "Revoked",
+        }
+    }
+
+    /// A stable name: the CSS class suffix (`badge-…`, `status-…`) and the
+    /// value of the list's `status` filter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Enabled => "enabled",
+            TokenStatus::ExpiresSoon => "expiring",
+            TokenStatus::Paused => "paused",
+            TokenStatus::Disabled => "disabled",
+            TokenStatus::Expired => "expired",
+            TokenStatus::Revoked => "revoked",
+        }
+    }
+
+    /// The token would pass verification now (enabled, expiring soon or not).
+    pub fn works(self) -> bool {
+        matches!(self, TokenStatus::Enabled | TokenStatus::ExpiresSoon)
+    }
+
+    /// On, as far as its own switch goes: not disabled, not revoked.
+    /// (An expired or paused token's switch still reads its own state.)
+    pub fn switch_on(t: &TokenRecord) -> bool {
+        t.disabled_at.is_none() && t.revoked_at.is_none()
+    }
 }
 
 #[cfg(test)]

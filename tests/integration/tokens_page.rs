@@ -79,7 +79,9 @@ async fn plain_form_create_shows_the_plaintext_once(backend: Backend) {
     );
     assert!(page.contains("Enabled <span class=\"count\">1</span>"));
     assert!(
-        page.contains("read, write") && page.contains("in 30 days") && page.contains("Never used")
+        page.contains("<span class=\"chip\">read</span><span class=\"chip\">write</span>")
+            && page.contains("in 30 days")
+            && page.contains("Never used")
     );
     app.shutdown().await;
 }
