@@ -26,8 +26,8 @@ use crate::service::tokens::{
 use crate::store::tokens::{
     self as store_tokens, GroupCounts, ProjectFilter, StatusFilter, TokenQuery, TokenRecord, TokenSort,
 };
-use crate::store::projects;
-use crate::token::PlainToken;
+use crate::store::{orgs, projects};
+use crate::token::{PlainToken, ScopeSet};
 use crate::web::flash;
 use crate::web::format::{TokenStatus, date_only, exact, iso, relative};
 use crate::web::layout::Layout;
@@ -626,20 +626,61 @@ pub struct CreateFormView {
     pub scopes: Vec<ScopeOption>,
     pub expiry: String,
     pub expiry_date: String,
-    pub expiry_choices: Vec<(&'static str, &'static str)>,
+    /// (value, text) of each expiry the policy allows, presets with the date they give.
+    pub expiry_choices: Vec<(String, String)>,
     pub min_date: String,
+    /// The last date the policy allows, for the date field's `max`.
+    pub max_date: Option<String>,
+    /// What the organization's policy limits, said above the fields.
+    pub policy_note: Option<String>,
     pub projects: Vec<ProjectOption>,
     pub errors: FieldErrors,
+    /// "2 fields need attention: Label, Expiration.", announced on a failed submit.
+    pub error_summary: Option<String>,
 }
 
-const EXPIRY_CHOICES: [(&str, &str); 6] = [
-    ("never", "No expiry"),
-    ("7", "7 days"),
-    ("30", "30 days"),
-    ("60", "60 days"),
-    ("90", "90 days"),
-    ("custom", "Custom date"),
+/// The expiry presets, in days; `never` and `custom` are added around them.
+const EXPIRY_PRESETS: [u32; 4] = [7, 30, 60, 90];
+
+/// How each field is named in the error summary, in form order.
+const FIELD_NAMES: [(&str, &str); 4] = [
+    ("label", "Label"),
+    ("scopes", "Scopes"),
+    ("expiry", "Expiration"),
+    ("projects", "Projects"),
 ];
+
+fn error_summary(errors: &FieldErrors) -> Option<String> {
+    let named: Vec<&str> = FIELD_NAMES
+        .iter()
+        .filter(|(field, _)| errors.get(field).is_some())
+        .map(|(_, name)| *name)
+        .collect();
+    match named.len() {
+        0 => None,
+        1 => Some(format!("1 field needs attention: {}.", named[0])),
+        n => Some(format!("{n} fields need attention: {}.", named.join(", "))),
+    }
+}
+
+/// The expiry choices a policy allows, `max_days` being its limit: no
+/// "No expiry" and no preset beyond the limit. Each preset says the date it
+/// gives (UTC), so nobody has to count days.
+fn expiry_choices(now: time::OffsetDateTime, max_days: Option<i64>) -> Vec<(String, String)> {
+    let mut choices = Vec::new();
+    if max_days.is_none() {
+        choices.push(("never".to_string(), "No expiry".to_string()));
+    }
+    for days in EXPIRY_PRESETS
+        .into_iter()
+        .filter(|d| max_days.is_none_or(|max| i64::from(*d) <= max))
+    {
+        let until = date_only(now + time::Duration::days(i64::from(days)));
+        choices.push((days.to_string(), format!("{days} days (until {until})")));
+    }
+    choices.push(("custom".to_string(), "Custom date".to_string()));
+    choices
+}
 
 #[derive(Deserialize, Default)]
 pub struct CreateForm {
@@ -659,6 +700,28 @@ impl CreateForm {
     fn input(&self) -> Result<NewTokenInput, FieldErrors> {
         let expiry = match self.expiry.as_str() {
             "" | "never" => ExpiryInput::Never,
+            // The date field shows the date in the reader's locale
+            // (mm/dd/yyyy or dd.mm.yyyy) and sends YYYY-MM-DD: say what to
+            // do, not which format, unless someone typed it by hand.
+            "custom" if self.expiry_date.trim().is_empty() => {
+                let mut e = FieldErrors::default();
+                e.add("expiry", "Choose a date after today.");
+                return Err(e);
+            }
+            "custom"
+                if time::Date::parse(
+                    self.expiry_date.trim(),
+                    time::macros::format_description!("[year]-[month]-[day]"),
+                )
+                .is_err() =>
+            {
+                let mut e = FieldErrors::default();
+                e.add(
+                    "expiry",
+                    "Enter a date after today (year-month-day, e.g. 2027-01-31).",
+                );
+                return Err(e);
+            }
             "custom" => ExpiryInput::Date(self.expiry_date.clone()),
             days => match days.parse::<u32>() {
                 Ok(d) => ExpiryInput::Days(d),
@@ -685,9 +748,13 @@ async fn create_form_view(
     errors: FieldErrors,
 ) -> Result<CreateFormView, AppError> {
     let catalogue = &state.config.scopes;
+    let policy = orgs::policy(&state.db, who.organization_id()).await?;
+    let allowed = policy.allowed_scopes.as_deref().map(ScopeSet::from_stored);
     let first_time = form.scopes.is_empty() && errors.is_empty() && form.label.is_empty();
     let scopes = catalogue
         .names()
+        // Only what members may grant is offered.
+        .filter(|name| allowed.as_ref().is_none_or(|a| a.contains(name.as_str())))
         .map(|name| {
             let implied: Vec<String> = catalogue
                 .implied_by(name.as_str())
@@ -714,19 +781,48 @@ async fn create_form_view(
             name: p.name,
         })
         .collect();
-    let tomorrow = state.clock.now() + time::Duration::days(1);
+    let now = state.clock.now();
+    let max_days = policy.max_token_lifetime_days;
+    let expiry_choices = expiry_choices(now, max_days);
+    // The usual 30 days, or the longest preset the policy allows.
+    let default_expiry = expiry_choices
+        .iter()
+        .filter(|(v, _)| v.parse::<u32>().is_ok_and(|d| d <= 30))
+        .map(|(v, _)| v.clone())
+        .next_back()
+        .unwrap_or_else(|| "custom".into());
+    let mut limits = Vec::new();
+    if let Some(days) = max_days {
+        limits.push(format!(
+            "tokens must expire within {days} days (by {})",
+            date_only(now + time::Duration::days(days))
+        ));
+    }
+    if allowed.is_some() {
+        limits.push("members may grant only the scopes listed".to_string());
+    }
+    let policy_note = (!limits.is_empty()).then(|| {
+        format!(
+            "{}’s policy: {}.",
+            who.membership.organization.name,
+            limits.join("; ")
+        )
+    });
     Ok(CreateFormView {
         label: form.label.clone(),
         scopes,
         expiry: if form.expiry.is_empty() {
-            "30".into()
+            default_expiry
         } else {
             form.expiry.clone()
         },
         expiry_date: form.expiry_date.clone(),
-        expiry_choices: EXPIRY_CHOICES.to_vec(),
-        min_date: date_only(tomorrow),
+        expiry_choices,
+        min_date: date_only(now + time::Duration::days(1)),
+        max_date: max_days.map(|d| date_only(now + time::Duration::days(d))),
+        policy_note,
         projects,
+        error_summary: error_summary(&errors),
         errors,
     })
 }
@@ -959,6 +1055,8 @@ struct LabelFormPartial {
     value: String,
     error: Option<String>,
     csrf: String,
+    /// In the row (htmx), not on the rename page.
+    inline: bool,
 }
 
 #[derive(Template)]
@@ -969,6 +1067,7 @@ struct RenamePage {
     value: String,
     error: Option<String>,
     csrf: String,
+    inline: bool,
 }
 
 async fn own_row(state: &AppState, who: &SignedIn, id: i64) -> Result<RowView, PageError> {
@@ -999,6 +1098,7 @@ fn render_rename(
             value,
             error,
             csrf,
+            inline: true,
         }
         .render()?
     } else {
@@ -1008,6 +1108,7 @@ fn render_rename(
             value,
             error,
             csrf,
+            inline: false,
         }
         .render()?
     };
