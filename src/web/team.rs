@@ -15,6 +15,7 @@
 use askama::Template;
 use axum::Extension;
 use axum::extract::{Path, Query, State};
+use axum::extract::rejection::QueryRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::Form;
@@ -33,14 +34,15 @@ use crate::service::team::{
 };
 use crate::service::tokens::FieldErrors;
 use crate::store::orgs::{self, Role};
-use crate::store::projects;
 use crate::store::team::{self as store_team, MemberRow, MemberStatus, ProjectRow};
-use crate::store::tokens as store_tokens;
 use crate::web::flash;
 use crate::web::format::{exact, iso, relative};
 use crate::web::layout::Layout;
 use crate::web::pages::{PageError, PageResult, message_response, no_store};
-use crate::web::tokens::{RowView, TimeView};
+use crate::store::tokens::GroupCounts;
+use crate::web::tokens::{
+    FinderView, ListParams, ListQuery, RowView, TimeView, member_list_query, member_token_list,
+};
 
 pub const PAGE: &str = "/team";
 /// Members per page.
@@ -988,7 +990,11 @@ pub struct MemberTokensView {
     pub member: MemberView,
     pub live: Vec<RowView>,
     pub revoked: Vec<RowView>,
-    pub unrevoked: usize,
+    /// Matching tokens per group, across the list's pages.
+    pub counts: GroupCounts,
+    pub unrevoked: i64,
+    /// Search, filters, sort and pages (shared with the settings page).
+    pub finder: FinderView,
     pub oob: bool,
 }
 
@@ -996,31 +1002,21 @@ async fn member_tokens_view(
     state: &AppState,
     who: &SignedIn,
     user_id: i64,
+    q: &ListQuery,
 ) -> Result<MemberTokensView, TeamOpError> {
     let m = ops::member(state, who, user_id).await?;
     let org = who.organization_id();
     let now = state.clock.unix();
-    let records = store_tokens::list_for_owner(&state.db, org, user_id, true).await?;
-    let mut names = projects::names_by_token(&state.db, org, user_id).await?;
-    let mut view = MemberTokensView {
+    let list = member_token_list(state, org, &m, q).await?;
+    Ok(MemberTokensView {
         member: MemberView::new(&m, who, now),
-        live: Vec::new(),
-        revoked: Vec::new(),
-        unrevoked: 0,
+        live: list.live,
+        revoked: list.revoked,
+        counts: list.counts,
+        unrevoked: list.unrevoked,
+        finder: list.finder,
         oob: false,
-    };
-    for t in &records {
-        let mine = names.remove(&t.id).unwrap_or_default();
-        // Read-only rows: the superuser's Disable and Revoke sit beside them.
-        let row = RowView::new(t, mine, now, false);
-        if row.live {
-            view.live.push(row);
-        } else {
-            view.revoked.push(row);
-        }
-    }
-    view.unrevoked = view.live.len();
-    Ok(view)
+    })
 }
 
 #[derive(Template)]
@@ -1046,17 +1042,31 @@ pub async fn member_page(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
     jar: CookieJar,
+    headers: HeaderMap,
     who: SignedIn,
     Path(id): Path<String>,
+    params: Result<Query<ListParams>, QueryRejection>,
 ) -> PageResult {
     if let Err(r) = gate(&state, &csrf.0, &who).await {
         return Ok(r);
     }
     let id = parse_id(&id)?;
-    let tokens = match member_tokens_view(&state, &who, id).await {
+    let Query(params) = params.map_err(|e| PageError(AppError::BadRequest(e.body_text())))?;
+    let q = member_list_query(&params, &state.config)
+        .map_err(|message| PageError(AppError::BadRequest(message)))?;
+    let tokens = match member_tokens_view(&state, &who, id, &q).await {
         Ok(t) => t,
         Err(e) => return op_error(&state, &csrf.0, &who, e).await,
     };
+    // The list's search form and page links, enhanced by htmx: just the list.
+    if is_htmx(&headers) && !headers.contains_key("hx-history-restore-request") {
+        let html = MemberTokensPartial {
+            tokens,
+            csrf: csrf.0,
+        }
+        .render()?;
+        return Ok(no_store(Html(html).into_response()));
+    }
     let (jar, flash_message) = flash::take(jar);
     let html = MemberPage {
         layout: layout(&state, &csrf.0, &who).with_flash(flash_message),
@@ -1073,7 +1083,12 @@ async fn member_tokens_fragment(
     csrf: &str,
     user_id: i64,
 ) -> PageResult {
-    match member_tokens_view(state, who, user_id).await {
+    // After an action, the list's first page (the default query).
+    let q = match member_list_query(&ListParams::default(), &state.config) {
+        Ok(q) => q,
+        Err(message) => return Err(PageError(AppError::BadRequest(message))),
+    };
+    match member_tokens_view(state, who, user_id, &q).await {
         Ok(tokens) => Ok(Html(
             MemberTokensPartial {
                 tokens,

@@ -26,7 +26,9 @@ use crate::service::tokens::{
 use crate::store::tokens::{
     self as store_tokens, GroupCounts, ProjectFilter, StatusFilter, TokenQuery, TokenRecord, TokenSort,
 };
-use crate::store::{orgs, projects};
+use crate::store::orgs::{self, Role};
+use crate::store::{StoreResult, projects};
+use crate::store::team::{MemberRow, MemberStatus};
 use crate::token::{PlainToken, ScopeSet};
 use crate::web::flash;
 use crate::web::format::{TokenStatus, date_only, exact, iso, relative};
@@ -317,7 +319,7 @@ impl FinderView {
         target: &str,
         q: &ListQuery,
         total: i64,
-    ) -> Result<FinderView, AppError> {
+    ) -> StoreResult<FinderView> {
         let query = &q.query;
         let mut scopes = vec![FilterOption {
             value: String::new(),
@@ -487,6 +489,80 @@ async fn list_view(state: &AppState, who: &SignedIn, q: &ListQuery) -> Result<Li
     Ok(view)
 }
 
+/// A member's tokens as a superuser sees them on Team: one page of the
+/// list, read-only rows (the superuser's actions sit beside them), Paused
+/// when the member may not use tokens now.
+pub struct MemberTokenList {
+    /// Not revoked (working, paused, disabled, expired).
+    pub live: Vec<RowView>,
+    pub revoked: Vec<RowView>,
+    pub counts: GroupCounts,
+    /// All the member's unrevoked tokens, whatever the filter (Revoke all).
+    pub unrevoked: i64,
+    pub finder: FinderView,
+}
+
+/// The list query of `/team/members/{id}` (default: every token, revoked
+/// included, newest first); the `Err` is a 400's message.
+pub fn member_list_query(params: &ListParams, config: &Config) -> Result<ListQuery, String> {
+    let mut params = params.clone();
+    if params.status.is_empty() && params.revoked.is_empty() {
+        params.status = StatusFilter::All.as_str().into();
+    }
+    params.parse(config)
+}
+
+/// Loads one page of `/team/members/{id}`'s token list.
+pub async fn member_token_list(
+    state: &AppState,
+    organization_id: i64,
+    member: &MemberRow,
+    q: &ListQuery,
+) -> StoreResult<MemberTokenList> {
+    let now = state.clock.unix();
+    let user_id = member.user_id;
+    let everything_live = TokenQuery::default();
+    let (records, counts, all) = tokio::try_join!(
+        store_tokens::list_page(&state.db, organization_id, user_id, &q.query, now),
+        store_tokens::count_matching(&state.db, organization_id, user_id, &q.query, now),
+        store_tokens::count_matching(&state.db, organization_id, user_id, &everything_live, now),
+    )?;
+    let mut names = if records.is_empty() {
+        Default::default()
+    } else {
+        projects::names_by_token(&state.db, organization_id, user_id).await?
+    };
+    let owner_may_use = member.status == MemberStatus::Active
+        && (member.role == Role::Superuser || member.can_manage_tokens);
+    let (mut live, mut revoked) = (Vec::new(), Vec::new());
+    for t in &records {
+        let mine = names.remove(&t.id).unwrap_or_default();
+        let row = RowView::with_owner(t, mine, now, false, owner_may_use);
+        if row.live {
+            live.push(row);
+        } else {
+            revoked.push(row);
+        }
+    }
+    let base = format!("/team/members/{user_id}");
+    let finder = FinderView::new(
+        state,
+        organization_id,
+        &base,
+        "#member-tokens",
+        q,
+        counts.total(),
+    )
+    .await?;
+    Ok(MemberTokenList {
+        live,
+        revoked,
+        counts,
+        unrevoked: all.working + all.stopped,
+        finder,
+    })
+}
+
 fn is_htmx(headers: &HeaderMap) -> bool {
     headers.contains_key("hx-request")
 }
@@ -559,7 +635,7 @@ pub async fn page(
 ) -> PageResult {
     let q = parse_list(&state.config, params)?;
     let list = list_view(&state, &who, &q).await?;
-    if is_htmx(&headers) {
+    if is_htmx(&headers) && !headers.contains_key("hx-history-restore-request") {
         // The search form and page links, enhanced: just the list.
         let html = ListPartial { list, csrf: csrf.0 }.render()?;
         return Ok(no_store(Html(html).into_response()));
