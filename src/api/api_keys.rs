@@ -201,7 +201,9 @@ fn parse_paging(query: Option<&str>) -> Result<Paging, Response> {
             other => {
                 return Err(error(
                     StatusCode::BAD_REQUEST,
-                    &format!("Unknown query parameter “{other}”: this list takes limit and cursor."),
+                    &format!(
+                        "Unknown query parameter “{other}”: this list takes limit and cursor."
+                    ),
                 ));
             }
         }

@@ -14,8 +14,8 @@
 
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Path, Query, State};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::Form;
@@ -35,11 +35,11 @@ use crate::service::team::{
 use crate::service::tokens::FieldErrors;
 use crate::store::orgs::{self, Role};
 use crate::store::team::{self as store_team, MemberRow, MemberStatus, ProjectRow};
+use crate::store::tokens::GroupCounts;
 use crate::web::flash;
 use crate::web::format::{exact, iso, relative};
 use crate::web::layout::Layout;
 use crate::web::pages::{PageError, PageResult, message_response, no_store};
-use crate::store::tokens::GroupCounts;
 use crate::web::tokens::{
     FinderView, ListParams, ListQuery, RowView, TimeView, member_list_query, member_token_list,
 };

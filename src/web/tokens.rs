@@ -5,8 +5,8 @@
 
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Path, Query, State};
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::Form;
@@ -23,12 +23,13 @@ use crate::request::RequestMeta;
 use crate::service::tokens::{
     self as ops, ExpiryInput, FieldErrors, NewTokenInput, TokenChanges, TokenOpError,
 };
-use crate::store::tokens::{
-    self as store_tokens, GroupCounts, ProjectFilter, StatusFilter, TokenQuery, TokenRecord, TokenSort,
-};
 use crate::store::orgs::{self, Role};
-use crate::store::{StoreResult, projects};
 use crate::store::team::{MemberRow, MemberStatus};
+use crate::store::tokens::{
+    self as store_tokens, GroupCounts, ProjectFilter, StatusFilter, TokenQuery, TokenRecord,
+    TokenSort,
+};
+use crate::store::{StoreResult, projects};
 use crate::token::{PlainToken, ScopeSet};
 use crate::web::flash;
 use crate::web::format::{TokenStatus, date_only, exact, iso, relative};
@@ -225,14 +226,11 @@ impl ListParams {
         let project = match self.project.trim() {
             "" => ProjectFilter::Any,
             "none" => ProjectFilter::Unrestricted,
-            raw => ProjectFilter::Project(
-                raw.parse::<i64>()
-                    .ok()
-                    .filter(|id| *id > 0)
-                    .ok_or_else(|| {
-                        format!("The project filter takes a project id or “none”, not “{raw}”.")
-                    })?,
-            ),
+            raw => {
+                ProjectFilter::Project(raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(
+                    || format!("The project filter takes a project id or “none”, not “{raw}”."),
+                )?)
+            }
         };
         let sort = match self.sort.as_str() {
             "" => TokenSort::Created,
@@ -376,7 +374,12 @@ impl FinderView {
             ),
             scopes,
             projects,
-            sorts: options(&TokenSort::ALL, query.sort, TokenSort::as_str, TokenSort::text),
+            sorts: options(
+                &TokenSort::ALL,
+                query.sort,
+                TokenSort::as_str,
+                TokenSort::text,
+            ),
             filtered: !query.search.is_empty()
                 || query.scope.is_some()
                 || query.project != ProjectFilter::Any
@@ -452,7 +455,10 @@ async fn list_view(state: &AppState, who: &SignedIn, q: &ListQuery) -> Result<Li
         counts: GroupCounts::default(),
         shows_working: matches!(
             q.query.status,
-            StatusFilter::Live | StatusFilter::All | StatusFilter::Enabled | StatusFilter::ExpiresSoon
+            StatusFilter::Live
+                | StatusFilter::All
+                | StatusFilter::Enabled
+                | StatusFilter::ExpiresSoon
         ),
         finder: None,
         oob: false,
