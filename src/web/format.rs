@@ -154,4 +154,72 @@ mod tests {
         assert_eq!(exact(0), "1970-01-01 00:00 UTC");
         assert_eq!(iso(0), "1970-01-01T00:00:00Z");
     }
+
+    fn token(
+        expires_at: Option<i64>,
+        disabled_at: Option<i64>,
+        revoked_at: Option<i64>,
+    ) -> TokenRecord {
+        TokenRecord {
+            id: 1,
+            user_id: 1,
+            organization_id: 1,
+            label: "t".into(),
+            display_prefix: "ks_x".into(),
+            scopes: crate::token::ScopeSet::from_stored("read"),
+            created_at: 0,
+            created_ip: None,
+            created_user_agent: None,
+            expires_at,
+            disabled_at,
+            revoked_at,
+            last_used_at: None,
+            last_used_method: None,
+            last_used_path: None,
+            last_used_ip: None,
+            disabled_by: None,
+        }
+    }
+
+    #[test]
+    fn status_says_what_matters_most_first() {
+        let now = 1_800_000_000;
+        let day = 86_400;
+        let of = |t: &TokenRecord, owner: bool| TokenStatus::of(t, owner, now);
+        assert_eq!(of(&token(None, None, None), true), TokenStatus::Enabled);
+        assert_eq!(
+            of(&token(Some(now + 30 * day), None, None), true),
+            TokenStatus::Enabled
+        );
+        assert_eq!(
+            of(&token(Some(now + 5 * day), None, None), true),
+            TokenStatus::ExpiresSoon
+        );
+        assert_eq!(
+            of(&token(Some(now + 7 * day), None, None), true),
+            TokenStatus::ExpiresSoon
+        );
+        assert_eq!(
+            of(&token(Some(now), None, None), true),
+            TokenStatus::Expired
+        );
+        assert_eq!(of(&token(None, Some(1), None), true), TokenStatus::Disabled);
+        assert_eq!(of(&token(None, None, None), false), TokenStatus::Paused);
+        // Disabled by hand beats paused; expired beats disabled; revoked beats all.
+        assert_eq!(
+            of(&token(None, Some(1), None), false),
+            TokenStatus::Disabled
+        );
+        assert_eq!(
+            of(&token(Some(now - 1), Some(1), None), false),
+            TokenStatus::Expired
+        );
+        assert_eq!(
+            of(&token(Some(now - 1), Some(1), Some(2)), false),
+            TokenStatus::Revoked
+        );
+        assert!(TokenStatus::ExpiresSoon.works() && !TokenStatus::Paused.works());
+        assert_eq!(TokenStatus::Paused.label(), "Paused");
+        assert_eq!(TokenStatus::ExpiresSoon.as_str(), "expiring");
+    }
 }

@@ -18,6 +18,7 @@ backend_tests!(
     htmx_actions_announce_the_same_message_as_the_plain_path,
     the_create_form_offers_only_what_the_policy_allows,
     a_custom_date_error_does_not_name_a_format_the_field_hides,
+    a_members_token_page_on_team_pages_and_searches_too,
 );
 
 fn htmx(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -861,5 +862,66 @@ async fn a_custom_date_error_does_not_name_a_format_the_field_hides(backend: Bac
         html.contains("Enter a date after today") && !html.contains("YYYY"),
         "{html}"
     );
+    app.shutdown().await;
+}
+
+async fn a_members_token_page_on_team_pages_and_searches_too(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let b = app.signed_in_superuser("ada@example.com").await;
+    let ids = seed_tokens(&app, &b, 60, "read").await;
+    sqlx::query("UPDATE api_tokens SET revoked_at = 1 WHERE id = $1")
+        .bind(ids[59])
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    let path = format!("/team/members/{}", b.user.id);
+    let page = app.get(&path).await.text().await.unwrap();
+    assert_eq!(count_rows(&page), 50, "fifty a page");
+    assert!(
+        page.contains("Showing 1–50 of 60"),
+        "revoked included by default"
+    );
+    assert!(
+        page.contains("Tokens <span class=\"count\">59</span>"),
+        "unrevoked, for Revoke all"
+    );
+    assert!(
+        page.contains(&format!("href=\"{path}?status=all&#38;page=2\"")),
+        "a plain link to page 2"
+    );
+    let second = app
+        .get(&format!("{path}?page=2"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&second), 10);
+    assert!(
+        second.contains("id=\"member-revoked-tokens\"")
+            || page.contains("id=\"member-revoked-tokens\"")
+    );
+
+    let found = app
+        .get(&format!("{path}?q=seed+04"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&found), 10, "seed 040–049");
+    let fragment = htmx(app.client.get(app.url(&format!("{path}?status=revoked"))))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        fragment.starts_with("<div id=\"member-tokens\""),
+        "{fragment}"
+    );
+    assert_eq!(count_rows(&fragment), 1);
+    let r = app.get(&format!("{path}?sort=random")).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("Unknown sort"));
     app.shutdown().await;
 }
