@@ -21,7 +21,13 @@
     if (target && target.id === "dialog-body") {
       var d = dialog();
       if (d && !d.open) d.showModal();
-      var focus = target.querySelector("[autofocus], input:not([type=hidden]), button");
+      // A failed submit: the first invalid field that can be seen, so the
+      // summary (role=alert) is heard and the fix is where focus is.
+      var invalid = Array.prototype.filter.call(
+        target.querySelectorAll("[aria-invalid=true]"),
+        function (el) { return el.offsetParent !== null; }
+      )[0];
+      var focus = invalid || target.querySelector("[autofocus], input:not([type=hidden]), button");
       if (focus) focus.focus();
     }
     var rename = target && target.querySelector && target.querySelector("[data-rename-input]");
@@ -33,12 +39,92 @@
   }
 
   // Whatever the dialog held (the plaintext token included) leaves the page
-  // when it closes.
+  // when it closes. Focus goes back to what opened it (a row's Revoke), or
+  // to New token; a pending swap (a revoke) places it itself once settled.
   function onDialogClose() {
     var body = document.getElementById("dialog-body");
     if (body) body.innerHTML = "";
-    var opener = document.getElementById("new-token");
+    if (pendingFocus) return;
+    var opener = (dialogOpener && document.getElementById(dialogOpener)) ||
+      document.getElementById("new-token");
+    dialogOpener = null;
     if (opener) opener.focus();
+  }
+
+  // ---- Focus after a swap (settings page token list) ----------------------
+  // htmx replaces the list after a toggle or a revoke, and a label after a
+  // rename; the element that had focus is gone. Before the request we note
+  // which control acted and what comes next, and put focus back on the
+  // same control (same id in the new list), or the next row's, or the
+  // section heading: never <body>.
+  var pendingFocus = null;
+  var dialogOpener = null;
+
+  function rowOf(el) {
+    return el && el.closest ? el.closest("tr.token-row") : null;
+  }
+
+  function focusCandidates(el) {
+    var ids = [];
+    if (el && el.id) ids.push(el.id);
+    var row = rowOf(el);
+    if (row) {
+      var rowId = row.id.replace("token-", "");
+      ids.push("switch-" + rowId, "label-" + rowId, "revoke-" + rowId);
+      var next = row.nextElementSibling || row.previousElementSibling;
+      if (next && next.id) {
+        var nextId = next.id.replace("token-", "");
+        ids.push("switch-" + nextId, "revoke-" + nextId, "label-" + nextId);
+      }
+    }
+    ids.push("enabled-heading", "disabled-heading", "new-token");
+    return ids;
+  }
+
+  function onBeforeRequest(event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.closest) return;
+    // A revoke confirmed in the dialog acts on the row that opened it.
+    if (elt.closest("#token-dialog") && dialogOpener) {
+      pendingFocus = focusCandidates(document.getElementById(dialogOpener));
+      return;
+    }
+    if (!elt.closest("#token-list")) return;
+    if (elt.matches("[data-opens-dialog]")) {
+      dialogOpener = elt.id || null;
+      return;
+    }
+    if (elt.matches(".label-edit, .finder, .pager a")) return; // they place focus themselves
+    var active = document.activeElement;
+    var acted = active && elt.contains(active) ? active : elt.querySelector("button, a") || elt;
+    if (elt.matches(".rename-form")) {
+      // Saved: the label link comes back in the same place.
+      acted = { id: "label-" + elt.action.split("/").slice(-2, -1)[0], closest: function () { return null; } };
+    } else if (elt.matches("[data-rename-cancel]")) {
+      acted = { id: "label-" + elt.getAttribute("hx-get").split("/").slice(-2, -1)[0], closest: function () { return null; } };
+    }
+    pendingFocus = focusCandidates(acted);
+  }
+
+  function onAfterSettle() {
+    if (!pendingFocus) return;
+    var ids = pendingFocus;
+    if (dialog() && dialog().open) return; // the dialog keeps focus
+    var active = document.activeElement;
+    if (active && active.matches && active.matches("[data-rename-input]")) {
+      pendingFocus = null; // a rename error: the field keeps focus
+      return;
+    }
+    pendingFocus = null;
+    dialogOpener = null;
+    for (var i = 0; i < ids.length; i++) {
+      var el = document.getElementById(ids[i]);
+      if (el && el.offsetParent !== null) {
+        if (el.matches("h2")) el.setAttribute("tabindex", "-1");
+        el.focus();
+        return;
+      }
+    }
   }
 
   function copyText(button, text) {
@@ -112,10 +198,9 @@
       // Cancel the inline rename; keep the dialog (if any) open.
       event.preventDefault();
       event.stopPropagation();
-      var cell = input.closest("td");
-      if (window.htmx && cell) {
-        window.htmx.ajax("GET", input.dataset.cancelUrl, { target: cell, swap: "innerHTML" });
-      }
+      var cell = input.closest(".token-label");
+      var cancel = cell && cell.querySelector("[data-rename-cancel]");
+      if (cancel) cancel.click();
     }
   }
 
@@ -178,6 +263,7 @@
 
   // A failed htmx request says so where the user is looking.
   function onResponseError(event) {
+    pendingFocus = null; // nothing was swapped: focus is where it was
     var flash = document.getElementById("flash");
     if (!flash) return;
     var xhr = event.detail.xhr;
@@ -213,6 +299,8 @@
     document.addEventListener("change", onChange);
     document.body.addEventListener("htmx:afterSwap", afterSwap);
     document.body.addEventListener("htmx:afterRequest", onAfterRequest);
+    document.body.addEventListener("htmx:beforeRequest", onBeforeRequest);
+    document.body.addEventListener("htmx:afterSettle", onAfterSettle);
     document.body.addEventListener("htmx:responseError", onResponseError);
     document.addEventListener("keydown", onShownOnceKeydown, true);
     document.addEventListener("keydown", onTabKeydown);

@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -20,7 +20,7 @@ use crate::auth::session::{AuthRejection, SignedIn};
 use crate::error::AppError;
 use crate::request::RequestMeta;
 use crate::service::tokens::{self as ops, ExpiryInput, NewTokenInput, TokenChanges, TokenOpError};
-use crate::store::tokens::{self as store_tokens, TokenRecord};
+use crate::store::tokens::{self as store_tokens, TokenQuery, TokenRecord};
 use crate::web::format::iso;
 use crate::web::pages::no_store;
 
@@ -144,7 +144,84 @@ pub(crate) fn parse_id(raw: &str) -> Result<i64, Response> {
         .map_err(|_| error(StatusCode::NOT_FOUND, "No such token."))
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// Keys per page when `limit` is not given, and the most a page holds.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 100;
+
+/// The list's paging: `limit` (1..=100) and the opaque `cursor` a previous
+/// page's `X-Next-Cursor` header (or `Link: …; rel="next"`) gave.
+struct Paging {
+    limit: i64,
+    offset: i64,
+}
+
+/// A cursor is the position of the next key in the list, in a form clients
+/// treat as opaque (so it may become a keyset later without breaking them).
+fn encode_cursor(offset: i64) -> String {
+    base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        format!("o:{offset}"),
+    )
+}
+
+fn decode_cursor(raw: &str) -> Option<i64> {
+    let bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    text.strip_prefix("o:")?
+        .parse::<i64>()
+        .ok()
+        .filter(|o| (0..=i64::from(u32::MAX)).contains(o))
+}
+
+fn parse_paging(query: Option<&str>) -> Result<Paging, Response> {
+    let mut paging = Paging {
+        limit: DEFAULT_LIMIT,
+        offset: 0,
+    };
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "limit" => {
+                paging.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("limit must be a whole number from 1 to {MAX_LIMIT}."),
+                        )
+                    })?;
+            }
+            "cursor" => {
+                paging.offset = decode_cursor(&value).ok_or_else(|| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        "cursor is not one this API gave out: pass the X-Next-Cursor of the previous page as is.",
+                    )
+                })?;
+            }
+            other => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "Unknown query parameter “{other}”: this list takes limit and cursor."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(paging)
+}
+
+/// `GET /api/user/api-keys`: the live keys, newest first, one page at a
+/// time. The body stays a plain array (as before paging); the next page is
+/// in `X-Next-Cursor` and `Link: <…>; rel="next"`, absent on the last page.
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let who = match session(&state, &headers).await {
         Ok(w) => w,
         Err(r) => return r,
@@ -152,10 +229,44 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
     if !who.membership.may_manage_tokens() {
         return op_error(TokenOpError::NotAllowed);
     }
-    match store_tokens::list_for_owner(&state.db, who.organization_id(), who.user_id, false).await {
-        Ok(tokens) => Json(tokens.iter().map(KeyJson::from).collect::<Vec<_>>()).into_response(),
-        Err(e) => AppError::from(e).into_response(),
+    let paging = match parse_paging(query.as_deref()) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    // One more than asked for tells whether there is a next page.
+    let q = TokenQuery {
+        offset: paging.offset,
+        limit: paging.limit + 1,
+        ..TokenQuery::default()
+    };
+    let mut tokens = match store_tokens::list_page(
+        &state.db,
+        who.organization_id(),
+        who.user_id,
+        &q,
+        state.clock.unix(),
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(e) => return AppError::from(e).into_response(),
+    };
+    let more = tokens.len() as i64 > paging.limit;
+    tokens.truncate(paging.limit as usize);
+    let mut response = Json(tokens.iter().map(KeyJson::from).collect::<Vec<_>>()).into_response();
+    if more {
+        let cursor = encode_cursor(paging.offset + paging.limit);
+        let link = format!(
+            "</api/user/api-keys?limit={}&cursor={cursor}>; rel=\"next\"",
+            paging.limit
+        );
+        for (name, value) in [("x-next-cursor", cursor), ("link", link)] {
+            if let Ok(v) = header::HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, v);
+            }
+        }
     }
+    response
 }
 
 #[derive(Deserialize)]

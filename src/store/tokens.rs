@@ -551,3 +551,305 @@ pub async fn claim_notice(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+// ---------------------------------------------------------------- listing pages
+
+/// A token expiring within this long counts as "expiring soon".
+pub const EXPIRES_SOON_SECONDS: i64 = 7 * 86_400;
+
+/// Which tokens a listing shows. `Live` (everything not revoked) is the
+/// settings page's default; the others match the status badges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusFilter {
+    #[default]
+    Live,
+    /// Working now (expiring soon included).
+    Enabled,
+    ExpiresSoon,
+    Disabled,
+    Expired,
+    Revoked,
+    All,
+}
+
+impl StatusFilter {
+    pub const ALL: [StatusFilter; 7] = [
+        StatusFilter::Live,
+        StatusFilter::Enabled,
+        StatusFilter::ExpiresSoon,
+        StatusFilter::Disabled,
+        StatusFilter::Expired,
+        StatusFilter::Revoked,
+        StatusFilter::All,
+    ];
+
+    /// The query-string value (also what the SQL below compares with).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusFilter::Live => "live",
+            StatusFilter::Enabled => "enabled",
+            StatusFilter::ExpiresSoon => "expiring",
+            StatusFilter::Disabled => "disabled",
+            StatusFilter::Expired => "expired",
+            StatusFilter::Revoked => "revoked",
+            StatusFilter::All => "all",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<StatusFilter> {
+        StatusFilter::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// How the filter reads in the page's select.
+    pub fn text(self) -> &'static str {
+        match self {
+            StatusFilter::Live => "Not revoked",
+            StatusFilter::Enabled => "Enabled",
+            StatusFilter::ExpiresSoon => "Expires soon",
+            StatusFilter::Disabled => "Disabled",
+            StatusFilter::Expired => "Expired",
+            StatusFilter::Revoked => "Revoked",
+            StatusFilter::All => "All, revoked included",
+        }
+    }
+}
+
+/// The order of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenSort {
+    /// Newest first.
+    #[default]
+    Created,
+    /// Most recently used first; never-used last.
+    LastUsed,
+    /// Soonest expiry first; no expiry last.
+    Expiry,
+}
+
+impl TokenSort {
+    pub const ALL: [TokenSort; 3] = [TokenSort::Created, TokenSort::LastUsed, TokenSort::Expiry];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenSort::Created => "created",
+            TokenSort::LastUsed => "last_used",
+            TokenSort::Expiry => "expiry",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<TokenSort> {
+        TokenSort::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            TokenSort::Created => "Newest first",
+            TokenSort::LastUsed => "Recently used",
+            TokenSort::Expiry => "Expiring first",
+        }
+    }
+}
+
+/// Which project restriction a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProjectFilter {
+    #[default]
+    Any,
+    /// Tokens restricted to (among others) this project.
+    Project(i64),
+    /// Tokens valid for all projects (no restriction).
+    Unrestricted,
+}
+
+/// One page of one owner's tokens: already parsed, so every field is valid.
+#[derive(Debug, Clone, Default)]
+pub struct TokenQuery {
+    /// Matched, case-insensitively, anywhere in the label or display prefix.
+    pub search: String,
+    pub status: StatusFilter,
+    /// A scope name the token must hold.
+    pub scope: Option<String>,
+    pub project: ProjectFilter,
+    pub sort: TokenSort,
+    /// Group the page as the settings page shows it: working tokens first,
+    /// then disabled and expired, then revoked (each group in `sort` order).
+    pub grouped: bool,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// Rows per group of a filtered listing (for headings and page counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCounts {
+    /// Not revoked, not disabled, not expired.
+    pub working: i64,
+    /// Disabled or expired (not revoked).
+    pub stopped: i64,
+    pub revoked: i64,
+}
+
+impl GroupCounts {
+    pub fn total(&self) -> i64 {
+        self.working + self.stopped + self.revoked
+    }
+}
+
+/// The conditions shared by a page and its counts. Parameters: $1
+/// organization, $2 owner, $3 status filter, $4 now, $5 "expires soon"
+/// bound, $6 search pattern ('' for none), $7 scope pattern ('' for none),
+/// $8 project (0 any, -1 unrestricted).
+macro_rules! listing_where {
+    () => {
+        "WHERE organization_id = $1 AND user_id = $2 \
+         AND ($3 = 'all' \
+           OR ($3 = 'live' AND revoked_at IS NULL) \
+           OR ($3 = 'enabled' AND revoked_at IS NULL AND disabled_at IS NULL AND (expires_at IS NULL OR expires_at > $4)) \
+           OR ($3 = 'expiring' AND revoked_at IS NULL AND disabled_at IS NULL AND expires_at > $4 AND expires_at <= $5) \
+           OR ($3 = 'disabled' AND revoked_at IS NULL AND disabled_at IS NOT NULL AND (expires_at IS NULL OR expires_at > $4)) \
+           OR ($3 = 'expired' AND revoked_at IS NULL AND expires_at <= $4) \
+           OR ($3 = 'revoked' AND revoked_at IS NOT NULL)) \
+         AND ($6 = '' OR LOWER(label) LIKE $6 ESCAPE '\\' OR LOWER(display_prefix) LIKE $6 ESCAPE '\\') \
+         AND ($7 = '' OR (' ' || scopes || ' ') LIKE $7 ESCAPE '\\') \
+         AND ($8 = 0 \
+           OR ($8 > 0 AND EXISTS (SELECT 1 FROM api_token_projects tp WHERE tp.token_id = api_tokens.id AND tp.project_id = $8)) \
+           OR ($8 = -1 AND NOT EXISTS (SELECT 1 FROM api_token_projects tp WHERE tp.token_id = api_tokens.id))) "
+    };
+}
+
+/// The group a row falls in ($4 is now): 0 working, 1 disabled or expired, 2 revoked.
+macro_rules! listing_group {
+    () => {
+        "(CASE WHEN revoked_at IS NOT NULL THEN 2 \
+          WHEN disabled_at IS NOT NULL OR expires_at <= $4 THEN 1 ELSE 0 END)"
+    };
+}
+
+/// One page in one order: the ids are chosen (and sorted) first on the
+/// narrow index columns, and only the page's rows are read in full.
+/// $9 limit, $10 offset, $11 grouped (1) or not (0).
+macro_rules! listing_page {
+    ($order:literal) => {
+        concat!(
+            select_tokens!("WHERE id IN (SELECT id FROM api_tokens "),
+            listing_where!(),
+            "ORDER BY (CASE WHEN $11 = 1 THEN ",
+            listing_group!(),
+            " ELSE 0 END), ",
+            $order,
+            " LIMIT $9 OFFSET $10) ORDER BY (CASE WHEN $11 = 1 THEN ",
+            listing_group!(),
+            " ELSE 0 END), ",
+            $order
+        )
+    };
+}
+
+/// `text` with LIKE's pattern characters taken literally (`ESCAPE '\\'`).
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+struct ListingParams {
+    status: &'static str,
+    search: String,
+    scope: String,
+    project: i64,
+}
+
+fn listing_params(q: &TokenQuery) -> ListingParams {
+    ListingParams {
+        status: q.status.as_str(),
+        search: if q.search.is_empty() {
+            String::new()
+        } else {
+            format!("%{}%", escape_like(&q.search.to_lowercase()))
+        },
+        // Stored scopes are space-separated: match a whole name.
+        scope: q
+            .scope
+            .as_deref()
+            .map(|s| format!("% {} %", escape_like(s)))
+            .unwrap_or_default(),
+        project: match q.project {
+            ProjectFilter::Any => 0,
+            ProjectFilter::Project(id) => id,
+            ProjectFilter::Unrestricted => -1,
+        },
+    }
+}
+
+/// One page of the owner's tokens matching `q`, at `now` (which decides
+/// what counts as expired and expiring soon).
+pub async fn list_page(
+    db: &Db,
+    organization_id: i64,
+    user_id: i64,
+    q: &TokenQuery,
+    now: i64,
+) -> StoreResult<Vec<TokenRecord>> {
+    let sql = match q.sort {
+        TokenSort::Created => listing_page!("created_at DESC, id DESC"),
+        TokenSort::LastUsed => listing_page!("(last_used_at IS NULL), last_used_at DESC, id DESC"),
+        TokenSort::Expiry => listing_page!("(expires_at IS NULL), expires_at ASC, id DESC"),
+    };
+    let p = listing_params(q);
+    let rows: Vec<TokenRow> = sqlx::query_as(sql)
+        .bind(organization_id)
+        .bind(user_id)
+        .bind(p.status)
+        .bind(now)
+        .bind(now + EXPIRES_SOON_SECONDS)
+        .bind(p.search)
+        .bind(p.scope)
+        .bind(p.project)
+        .bind(q.limit)
+        .bind(q.offset)
+        .bind(i64::from(q.grouped))
+        .fetch_all(db.pool())
+        .await?;
+    Ok(rows.into_iter().map(record).collect())
+}
+
+/// How many of the owner's tokens match `q` (its page bounds ignored), per group.
+pub async fn count_matching(
+    db: &Db,
+    organization_id: i64,
+    user_id: i64,
+    q: &TokenQuery,
+    now: i64,
+) -> StoreResult<GroupCounts> {
+    let p = listing_params(q);
+    let rows: Vec<(i64, i64)> = sqlx::query_as(concat!(
+        "SELECT ",
+        listing_group!(),
+        " AS g, COUNT(*) FROM api_tokens ",
+        listing_where!(),
+        "GROUP BY 1"
+    ))
+    .bind(organization_id)
+    .bind(user_id)
+    .bind(p.status)
+    .bind(now)
+    .bind(now + EXPIRES_SOON_SECONDS)
+    .bind(p.search)
+    .bind(p.scope)
+    .bind(p.project)
+    .fetch_all(db.pool())
+    .await?;
+    let mut counts = GroupCounts::default();
+    for (group, n) in rows {
+        match group {
+            0 => counts.working = n,
+            1 => counts.stopped = n,
+            _ => counts.revoked = n,
+        }
+    }
+    Ok(counts)
+}

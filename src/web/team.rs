@@ -14,6 +14,7 @@
 
 use askama::Template;
 use axum::Extension;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -33,14 +34,15 @@ use crate::service::team::{
 };
 use crate::service::tokens::FieldErrors;
 use crate::store::orgs::{self, Role};
-use crate::store::projects;
 use crate::store::team::{self as store_team, MemberRow, MemberStatus, ProjectRow};
-use crate::store::tokens as store_tokens;
+use crate::store::tokens::GroupCounts;
 use crate::web::flash;
 use crate::web::format::{exact, iso, relative};
 use crate::web::layout::Layout;
 use crate::web::pages::{PageError, PageResult, message_response, no_store};
-use crate::web::tokens::{RowView, TimeView};
+use crate::web::tokens::{
+    FinderView, ListParams, ListQuery, RowView, TimeView, member_list_query, member_token_list,
+};
 
 pub const PAGE: &str = "/team";
 /// Members per page.
@@ -154,7 +156,7 @@ pub struct MemberView {
     pub can_manage: bool,
     pub live_tokens: i64,
     /// Their live tokens do not work now: the member is disabled or may not
-    /// hold tokens (see [`team_token_status`]).
+    /// hold tokens (see [`TokenStatus`](crate::web::format::TokenStatus)).
     pub tokens_paused: bool,
     pub last_use: Option<TimeView>,
     pub is_self: bool,
@@ -193,35 +195,6 @@ impl MemberView {
 /// a superuser, lacks the permission to hold tokens.
 fn tokens_paused(m: &MemberRow) -> bool {
     m.status == MemberStatus::Disabled || (m.role != Role::Superuser && !m.can_manage_tokens)
-}
-
-/// Tokens expiring within this many seconds are "Expires soon".
-pub const EXPIRES_SOON_SECONDS: i64 = 7 * 86_400;
-
-/// The status badge of a token on the Team pages, most important first:
-/// Revoked, Disabled, Expired, Paused (its owner's tokens are paused),
-/// Expires soon (within 7 days), Enabled. The `settings` branch builds a
-/// shared status function for the settings page; this one is meant to be
-/// unified with it.
-pub fn team_token_status(
-    t: &store_tokens::TokenRecord,
-    owner_paused: bool,
-    now: i64,
-) -> (&'static str, &'static str) {
-    let expires_in = t.expires_at.map(|at| at - now);
-    if t.revoked_at.is_some() {
-        ("revoked", "Revoked")
-    } else if t.disabled_at.is_some() {
-        ("disabled", "Disabled")
-    } else if expires_in.is_some_and(|s| s <= 0) {
-        ("expired", "Expired")
-    } else if owner_paused {
-        ("paused", "Paused")
-    } else if expires_in.is_some_and(|s| s <= EXPIRES_SOON_SECONDS) {
-        ("expiring", "Expires soon")
-    } else {
-        ("enabled", "Enabled")
-    }
 }
 
 pub struct PagerView {
@@ -1232,7 +1205,11 @@ pub struct MemberTokensView {
     pub member: MemberView,
     pub live: Vec<RowView>,
     pub revoked: Vec<RowView>,
-    pub unrevoked: usize,
+    /// Matching tokens per group, across the list's pages.
+    pub counts: GroupCounts,
+    pub unrevoked: i64,
+    /// Search, filters, sort and pages (shared with the settings page).
+    pub finder: FinderView,
     pub oob: bool,
 }
 
@@ -1240,32 +1217,21 @@ async fn member_tokens_view(
     state: &AppState,
     who: &SignedIn,
     user_id: i64,
+    q: &ListQuery,
 ) -> Result<MemberTokensView, TeamOpError> {
     let m = ops::member(state, who, user_id).await?;
     let org = who.organization_id();
     let now = state.clock.unix();
-    let records = store_tokens::list_for_owner(&state.db, org, user_id, true).await?;
-    let mut names = projects::names_by_token(&state.db, org, user_id).await?;
-    let mut view = MemberTokensView {
+    let list = member_token_list(state, org, &m, q).await?;
+    Ok(MemberTokensView {
         member: MemberView::new(&m, who, now),
-        live: Vec::new(),
-        revoked: Vec::new(),
-        unrevoked: 0,
+        live: list.live,
+        revoked: list.revoked,
+        counts: list.counts,
+        unrevoked: list.unrevoked,
+        finder: list.finder,
         oob: false,
-    };
-    for t in &records {
-        let mine = names.remove(&t.id).unwrap_or_default();
-        // Read-only rows: the superuser's Disable and Revoke sit beside them.
-        let mut row = RowView::new(t, mine, now, false);
-        (row.status, row.status_label) = team_token_status(t, view.member.tokens_paused, now);
-        if row.live {
-            view.live.push(row);
-        } else {
-            view.revoked.push(row);
-        }
-    }
-    view.unrevoked = view.live.len();
-    Ok(view)
+    })
 }
 
 #[derive(Template)]
@@ -1291,17 +1257,31 @@ pub async fn member_page(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
     jar: CookieJar,
+    headers: HeaderMap,
     who: SignedIn,
     Path(id): Path<String>,
+    params: Result<Query<ListParams>, QueryRejection>,
 ) -> PageResult {
     if let Err(r) = gate(&state, &csrf.0, &who).await {
         return Ok(r);
     }
     let id = parse_id(&id)?;
-    let tokens = match member_tokens_view(&state, &who, id).await {
+    let Query(params) = params.map_err(|e| PageError(AppError::BadRequest(e.body_text())))?;
+    let q = member_list_query(&params, &state.config)
+        .map_err(|message| PageError(AppError::BadRequest(message)))?;
+    let tokens = match member_tokens_view(&state, &who, id, &q).await {
         Ok(t) => t,
         Err(e) => return op_error(&state, &csrf.0, &who, e).await,
     };
+    // The list's search form and page links, enhanced by htmx: just the list.
+    if is_htmx(&headers) && !headers.contains_key("hx-history-restore-request") {
+        let html = MemberTokensPartial {
+            tokens,
+            csrf: csrf.0,
+        }
+        .render()?;
+        return Ok(no_store(Html(html).into_response()));
+    }
     let (jar, flash_message) = flash::take(jar);
     let html = MemberPage {
         layout: layout(&state, &csrf.0, &who).with_flash(flash_message),
@@ -1320,7 +1300,12 @@ async fn member_tokens_fragment(
     user_id: i64,
     done: &str,
 ) -> PageResult {
-    match member_tokens_view(state, who, user_id).await {
+    // After an action, the list's first page (the default query).
+    let q = match member_list_query(&ListParams::default(), &state.config) {
+        Ok(q) => q,
+        Err(message) => return Err(PageError(AppError::BadRequest(message))),
+    };
+    match member_tokens_view(state, who, user_id, &q).await {
         Ok(tokens) => Ok(with_status(
             MemberTokensPartial {
                 tokens,

@@ -10,6 +10,8 @@ backend_tests!(
     patch_renames_and_toggles_with_audit,
     delete_revokes_for_good_and_keeps_a_tombstone,
     another_users_token_is_404_and_unchanged,
+    list_pages_with_limit_and_an_opaque_cursor,
+    bad_limit_or_cursor_is_a_400_with_a_message,
 );
 
 async fn patch_renames_and_toggles_with_audit(backend: Backend) {
@@ -185,5 +187,91 @@ async fn another_users_token_is_404_and_unchanged(backend: Backend) {
         .unwrap();
     assert_eq!(list[0]["label"], "ada's");
     assert_eq!(list[0]["enabled"], true);
+    app.shutdown().await;
+}
+
+async fn list_pages_with_limit_and_an_opaque_cursor(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let b = app.signed_in_superuser("ada@example.com").await;
+    crate::tokens_page::seed_tokens(&app, &b, 120, "read").await;
+
+    // No parameters: the first 50, newest first, and where the rest is.
+    let r = app.api(Method::GET, "/api/user/api-keys", None).await;
+    assert_eq!(r.status(), 200);
+    let cursor = r.headers()["x-next-cursor"].to_str().unwrap().to_string();
+    let link = r.headers()["link"].to_str().unwrap().to_string();
+    assert_eq!(
+        link,
+        format!("</api/user/api-keys?limit=50&cursor={cursor}>; rel=\"next\"")
+    );
+    let body: Vec<serde_json::Value> = r.json().await.unwrap();
+    assert_eq!(body.len(), 50, "a plain array, as before paging");
+    assert_eq!(body[0]["label"], "seed 119");
+
+    // Following cursors visits every key once.
+    let mut seen: Vec<String> = body
+        .iter()
+        .map(|k| k["label"].as_str().unwrap().to_string())
+        .collect();
+    let mut next = Some(format!("/api/user/api-keys?limit=30&cursor={cursor}"));
+    let mut pages = 1;
+    while let Some(path) = next {
+        let r = app.api(Method::GET, &path, None).await;
+        assert_eq!(r.status(), 200);
+        next = r
+            .headers()
+            .get("x-next-cursor")
+            .map(|c| format!("/api/user/api-keys?limit=30&cursor={}", c.to_str().unwrap()));
+        let body: Vec<serde_json::Value> = r.json().await.unwrap();
+        assert!(body.len() <= 30);
+        seen.extend(
+            body.iter()
+                .map(|k| k["label"].as_str().unwrap().to_string()),
+        );
+        pages += 1;
+    }
+    assert_eq!(pages, 4, "50 + 30 + 30 + 10");
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (120, 120));
+
+    let r = app
+        .api(Method::GET, "/api/user/api-keys?limit=100", None)
+        .await;
+    let body: Vec<serde_json::Value> = r.json().await.unwrap();
+    assert_eq!(body.len(), 100);
+    let r = app
+        .api(Method::GET, "/api/user/api-keys?limit=120", None)
+        .await;
+    assert_eq!(r.status(), 400);
+    app.shutdown().await;
+}
+
+async fn bad_limit_or_cursor_is_a_400_with_a_message(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_superuser("ada@example.com").await;
+    app.create_key("one").await;
+    for (query, says) in [
+        ("limit=0", "limit must be a whole number from 1 to 100"),
+        ("limit=101", "limit must be a whole number from 1 to 100"),
+        ("limit=ten", "limit must be a whole number from 1 to 100"),
+        ("cursor=not-ours", "cursor is not one this API gave out"),
+        ("cursor=bzotMQ", "cursor is not one this API gave out"),
+        ("page=2", "Unknown query parameter"),
+    ] {
+        let r = app
+            .api(Method::GET, &format!("/api/user/api-keys?{query}"), None)
+            .await;
+        assert_eq!(r.status(), 400, "{query}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{query}: {body}"
+        );
+    }
+    // The last page has no next cursor.
+    let r = app.api(Method::GET, "/api/user/api-keys", None).await;
+    assert!(r.headers().get("x-next-cursor").is_none() && r.headers().get("link").is_none());
     app.shutdown().await;
 }

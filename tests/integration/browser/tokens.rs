@@ -163,7 +163,7 @@ async fn is_displayed(browser: &Browser, css: &str) -> bool {
 /// The trimmed text of the label cell of token `id`.
 async fn label_text(browser: &Browser, id: i64) -> String {
     browser
-        .text(&format!("#token-{id} .label-cell"))
+        .text(&format!("#token-{id} .token-label"))
         .await
         .trim()
         .to_string()
@@ -503,6 +503,51 @@ async fn rename_inline_saves_with_enter_and_cancels_with_escape() {
     wait_for_label(&browser, id, "CI deploys (prod)").await;
     assert!(!is_present(&browser, &input).await, "the input is gone");
     assert_eq!(stored_token(&app, id).await.label, "CI deploys (prod)");
+    // Focus is back on the label, and the live region says what happened.
+    wait_until(
+        &browser,
+        &format!("return document.activeElement && document.activeElement.id === 'label-{id}';"),
+        "focus returns to the renamed label",
+    )
+    .await;
+    assert_eq!(
+        browser.text("#flash [role=status]").await,
+        "Renamed to “CI deploys (prod)”."
+    );
+    assert_eq!(
+        browser
+            .find("#flash")
+            .await
+            .attr("aria-live")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("polite")
+    );
+
+    // Visible Save and Cancel (for touch): Cancel puts the label back.
+    let input = start_rename(&browser, id).await;
+    browser.fill(&input, "Not this").await;
+    browser
+        .click(&format!("#token-{id} .rename-form [data-rename-cancel]"))
+        .await;
+    wait_for_label(&browser, id, "CI deploys (prod)").await;
+    wait_until(
+        &browser,
+        &format!("return document.activeElement && document.activeElement.id === 'label-{id}';"),
+        "focus returns to the label after Cancel",
+    )
+    .await;
+    let input = start_rename(&browser, id).await;
+    browser.fill(&input, "CI deploys (prod) v2").await;
+    browser
+        .click(&format!("#token-{id} .rename-form button[type=submit]"))
+        .await;
+    wait_for_label(&browser, id, "CI deploys (prod) v2").await;
+    let input = start_rename(&browser, id).await;
+    browser.fill(&input, "CI deploys (prod)").await;
+    browser.press(Key::Enter).await;
+    wait_for_label(&browser, id, "CI deploys (prod)").await;
 
     // Escape cancels: the label comes back unchanged, nothing is saved.
     let input = start_rename(&browser, id).await;
@@ -615,6 +660,22 @@ async fn the_switch_disables_and_enables_without_a_reload() {
         browser.eval("return window.__noReload;").await,
         "kept",
         "the page was not reloaded"
+    );
+    // The switch shows its state, not the action; focus stays on it; the
+    // live region says what the no-JS path says.
+    assert_eq!(
+        browser.text(&format!("#token-{id} .switch-text")).await,
+        "Disabled"
+    );
+    wait_until(
+        &browser,
+        &format!("return document.activeElement && document.activeElement.id === 'switch-{id}';"),
+        "focus stays on the switch after the swap",
+    )
+    .await;
+    assert_eq!(
+        browser.text("#flash [role=status]").await,
+        "“CI deploys” is disabled."
     );
     assert_eq!(browser.path().await, "/settings/api-tokens");
     assert!(stored_token(&app, id).await.disabled);
@@ -795,7 +856,7 @@ async fn page_with_a_few_tokens_screenshot() {
     // Most recently created first.
     assert_eq!(
         browser
-            .text("#enabled-tokens tbody tr:first-child .label-cell")
+            .text("#enabled-tokens tbody tr:first-child .token-label")
             .await,
         "Grafana dashboard"
     );
@@ -806,6 +867,109 @@ async fn page_with_a_few_tokens_screenshot() {
     let shot = browser.screenshot("tokens-page").await;
     assert!(shot.exists());
 
+    assert_console_clean(&browser).await;
+    browser.close().await;
+    app.shutdown().await;
+}
+
+/// Lays the page out at `width`×`height` CSS pixels: a desktop window
+/// (`mobile` false) or a phone.
+async fn viewport(browser: &Browser, width: u32, height: u32, mobile: bool) {
+    browser
+        .cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        )
+        .await;
+}
+
+/// Nothing scrolls sideways, and every action of every row (switch,
+/// Revoke, Copy, the rename link) has a size and lies inside the viewport's
+/// width, not clipped by a scrolling box. Returns how many were checked.
+async fn assert_list_fits(browser: &Browser, what: &str) -> u64 {
+    let report = browser
+        .eval(
+            "const d = document.documentElement;\
+             const w = d.clientWidth;\
+             const actions = [...document.querySelectorAll('#token-list .token-row button, #token-list .token-row a, #new-token, .finder button')];\
+             const bad = actions.filter(e => { const r = e.getBoundingClientRect(); \
+               const s = getComputedStyle(e); \
+               return r.width < 1 || r.height < 1 || r.left < 0 || r.right > w + 0.5 || s.visibility !== 'visible'; })\
+               .map(e => (e.id || e.className) + ' ' + JSON.stringify(e.getBoundingClientRect()));\
+             const wide = [...document.querySelectorAll('body *')]\
+               .filter(e => e.getBoundingClientRect().right > w + 1)\
+               .map(e => e.tagName.toLowerCase() + (e.className ? '.' + e.className : '')).slice(0, 10);\
+             return { scroll: d.scrollWidth, client: w, checked: actions.length, bad, wide };",
+        )
+        .await;
+    assert!(
+        report["scroll"].as_i64() <= report["client"].as_i64(),
+        "{what}: the page scrolls sideways: {report}"
+    );
+    assert_eq!(
+        report["bad"].as_array().map(Vec::len),
+        Some(0),
+        "{what}: actions outside the viewport: {report}"
+    );
+    report["checked"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_browser_tests,
+    ignore = "browser test skipped: apt-get install chromium chromium-driver (CI installs them)"
+)]
+async fn the_list_fits_desktop_and_phone_in_both_schemes_with_every_action_visible() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let browser = signed_in(&app).await;
+    let (long, _) = app
+        .create_key("Claude Code on the build machine, a label long enough to wrap twice over")
+        .await;
+    let (used, _) = app.create_key("CI deploys").await;
+    let (soon, _) = app.create_key("Nightly backup").await;
+    let (off, _) = app.create_key("Old laptop").await;
+    let now = app.state.clock.unix();
+    for (sql, id) in [
+        (
+            "UPDATE api_tokens SET last_used_at = $1, last_used_method = 'POST', last_used_path = '/api/v2/projects/some-long-project-name/tickets/12345/comments', last_used_ip = '2001:db8:1234:5678:9abc:def0:1234:5678' WHERE id = $2",
+            used,
+        ),
+        (
+            "UPDATE api_tokens SET expires_at = $1 + 3 * 86400 WHERE id = $2",
+            soon,
+        ),
+        ("UPDATE api_tokens SET disabled_at = $1 WHERE id = $2", off),
+    ] {
+        sqlx::query(sql)
+            .bind(now - 120)
+            .bind(id)
+            .execute(app.db().pool())
+            .await
+            .unwrap();
+    }
+    open_tokens_page(&app, &browser).await;
+    browser.wait_for(&format!("#token-{long}")).await;
+    assert_eq!(
+        browser.text(&format!("#token-{soon} .badge")).await,
+        "Expires soon"
+    );
+    for (name, width, height, mobile) in [("desktop", 1280, 800, false), ("phone", 390, 844, true)]
+    {
+        viewport(&browser, width, height, mobile).await;
+        for dark in [false, true] {
+            browser.prefer_dark(dark).await;
+            let scheme = if dark { "dark" } else { "light" };
+            let matches = browser
+                .eval("return matchMedia('(prefers-color-scheme: dark)').matches;")
+                .await;
+            assert_eq!(matches, dark, "the scheme is emulated");
+            let checked = assert_list_fits(&browser, &format!("{name} {scheme}")).await;
+            assert!(checked >= 12, "{name}: the actions were found ({checked})");
+            browser
+                .screenshot(&format!("token-list-{name}-{scheme}"))
+                .await;
+        }
+    }
     assert_console_clean(&browser).await;
     browser.close().await;
     app.shutdown().await;
