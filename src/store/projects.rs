@@ -49,25 +49,32 @@ pub async fn create(
     Ok(id)
 }
 
-/// The names of the projects each of the owner's tokens is restricted to,
-/// by token id (a token without a restriction has no entry).
-pub async fn names_by_token(
+/// Project names of the given tokens (one page of a list), by token id,
+/// each sorted by name. Bounded by the page, not by what the owner holds.
+pub async fn names_for_tokens(
     db: &Db,
     organization_id: i64,
-    user_id: i64,
+    token_ids: &[i64],
 ) -> StoreResult<HashMap<i64, Vec<String>>> {
-    let rows: Vec<(i64, String)> = sqlx::query_as(
+    let mut by_token: HashMap<i64, Vec<String>> = HashMap::new();
+    if token_ids.is_empty() {
+        return Ok(by_token);
+    }
+    let placeholders: Vec<String> = (0..token_ids.len())
+        .map(|i| format!("${}", i + 2))
+        .collect();
+    let sql = format!(
         "SELECT tp.token_id, p.name FROM api_token_projects tp \
          JOIN projects p ON p.id = tp.project_id \
-         JOIN api_tokens t ON t.id = tp.token_id \
-         WHERE t.organization_id = $1 AND t.user_id = $2 ORDER BY p.name",
-    )
-    .bind(organization_id)
-    .bind(user_id)
-    .fetch_all(db.pool())
-    .await?;
-    let mut by_token: HashMap<i64, Vec<String>> = HashMap::new();
-    for (token_id, name) in rows {
+         WHERE p.organization_id = $1 AND tp.token_id IN ({}) ORDER BY p.name",
+        placeholders.join(", ")
+    );
+    let mut query =
+        sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql)).bind(organization_id);
+    for id in token_ids {
+        query = query.bind(*id);
+    }
+    for (token_id, name) in query.fetch_all(db.pool()).await? {
         by_token.entry(token_id).or_default().push(name);
     }
     Ok(by_token)

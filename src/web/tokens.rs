@@ -473,11 +473,8 @@ async fn list_view(state: &AppState, who: &SignedIn, q: &ListQuery) -> Result<Li
         store_tokens::list_page(&state.db, org, who.user_id, &q.query, now),
         store_tokens::count_matching(&state.db, org, who.user_id, &q.query, now),
     )?;
-    let mut names = if records.is_empty() {
-        Default::default()
-    } else {
-        projects::names_by_token(&state.db, org, who.user_id).await?
-    };
+    let ids: Vec<i64> = records.iter().map(|t| t.id).collect();
+    let mut names = projects::names_for_tokens(&state.db, org, &ids).await?;
     view.counts = counts;
     view.revoked = shows_revoked.then(Vec::new);
     for t in &records {
@@ -533,11 +530,8 @@ pub async fn member_token_list(
         store_tokens::count_matching(&state.db, organization_id, user_id, &q.query, now),
         store_tokens::count_matching(&state.db, organization_id, user_id, &everything_live, now),
     )?;
-    let mut names = if records.is_empty() {
-        Default::default()
-    } else {
-        projects::names_by_token(&state.db, organization_id, user_id).await?
-    };
+    let ids: Vec<i64> = records.iter().map(|t| t.id).collect();
+    let mut names = projects::names_for_tokens(&state.db, organization_id, &ids).await?;
     let owner_may_use = member.status == MemberStatus::Active
         && (member.role == Role::Superuser || member.can_manage_tokens);
     let (mut live, mut revoked) = (Vec::new(), Vec::new());
