@@ -18,10 +18,9 @@ use crate::error::AppError;
 use crate::request::RequestMeta;
 use crate::service::rotation::{self, GraceSeconds, RotationError};
 use crate::store::tokens::TokenRecord;
-use crate::web::format::exact;
 use crate::web::layout::Layout;
 use crate::web::pages::{PageError, PageResult, no_store};
-use crate::web::tokens::{CreatedView, McpView};
+use crate::web::tokens::{CreatedPage, CreatedPartial, CreatedView};
 
 /// The grace periods the form offers (seconds, label).
 const GRACE_CHOICES: [(i64, &str); 5] = [
@@ -90,21 +89,6 @@ struct ConfirmPage {
     layout: Layout,
     confirm: ConfirmView,
     csrf: String,
-    full_page: bool,
-}
-
-#[derive(Template)]
-#[template(path = "partials/tokens/created.html")]
-struct CreatedPartial {
-    created: CreatedView,
-    full_page: bool,
-}
-
-#[derive(Template)]
-#[template(path = "pages/token_created.html")]
-struct CreatedPage {
-    layout: Layout,
-    created: CreatedView,
     full_page: bool,
 }
 
@@ -258,16 +242,7 @@ async fn submit(
         .await
         .map_err(page_error)?;
     let record = &rotated.record;
-    let created = CreatedView {
-        label: record.label.clone(),
-        scopes: record.scopes.names().join(", "),
-        expires: record
-            .expires_at
-            .map(exact)
-            .unwrap_or_else(|| "never".into()),
-        mcp: McpView::new(&state.config, &rotated.plain),
-        plaintext: rotated.plain.expose_secret().to_string(),
-    };
+    let created = CreatedView::new(&state.config, record, &rotated.plain);
     let html = if is_htmx(&headers) {
         CreatedPartial {
             created,

@@ -30,7 +30,7 @@ use crate::store::tokens::{
     TokenSort,
 };
 use crate::store::{StoreResult, projects};
-use crate::token::ScopeSet;
+use crate::token::{PlainToken, ScopeSet};
 use crate::web::flash;
 use crate::web::format::{TokenStatus, date_only, exact, iso, relative};
 use crate::web::layout::Layout;
@@ -979,19 +979,38 @@ pub struct CreatedView {
     pub mcp: Option<McpView>,
 }
 
-#[derive(Template)]
-#[template(path = "partials/tokens/created.html")]
-struct CreatedPartial {
-    created: CreatedView,
-    full_page: bool,
+impl CreatedView {
+    /// What the shown-once dialog says of a token whose secret is `plain`
+    /// (a new token, or one whose secret was just replaced).
+    pub(crate) fn new(config: &Config, record: &TokenRecord, plain: &PlainToken) -> CreatedView {
+        CreatedView {
+            label: record.label.clone(),
+            scopes: record.scopes.names().join(", "),
+            expires: record
+                .expires_at
+                .map(exact)
+                .unwrap_or_else(|| "never".into()),
+            mcp: McpView::new(config, plain),
+            plaintext: plain.expose_secret().to_string(),
+        }
+    }
 }
 
+/// The shown-once dialog as an htmx fragment.
+#[derive(Template)]
+#[template(path = "partials/tokens/created.html")]
+pub(crate) struct CreatedPartial {
+    pub(crate) created: CreatedView,
+    pub(crate) full_page: bool,
+}
+
+/// The shown-once token as a page of its own (no JavaScript).
 #[derive(Template)]
 #[template(path = "pages/token_created.html")]
-struct CreatedPage {
-    layout: Layout,
-    created: CreatedView,
-    full_page: bool,
+pub(crate) struct CreatedPage {
+    pub(crate) layout: Layout,
+    pub(crate) created: CreatedView,
+    pub(crate) full_page: bool,
 }
 
 pub async fn create(
@@ -1040,16 +1059,7 @@ pub async fn create(
         }
         Err(e) => return Err(op_error(e)),
     };
-    let created = CreatedView {
-        label: record.label.clone(),
-        scopes: record.scopes.names().join(", "),
-        expires: record
-            .expires_at
-            .map(exact)
-            .unwrap_or_else(|| "never".into()),
-        mcp: McpView::new(&state.config, &plain),
-        plaintext: plain.expose_secret().to_string(),
-    };
+    let created = CreatedView::new(&state.config, &record, &plain);
     let html = if is_htmx(&headers) {
         let mut html = CreatedPartial {
             created,

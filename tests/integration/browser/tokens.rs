@@ -2,13 +2,12 @@
 //! and its "shown once" step, inline rename, the enable switch, revoking
 //! through the confirm dialog, and screenshots of the page and the dialog.
 
-use std::time::{Duration, Instant};
-
 use fantoccini::Locator;
 use fantoccini::key::Key;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::browser::{Browser, WAIT, problems};
+use crate::browser::shown_once::wait_until;
+use crate::browser::{Browser, problems};
 use crate::harness::{Backend, TestApp};
 
 const EMAIL: &str = "ada@example.com";
@@ -107,31 +106,6 @@ async fn assert_console_clean(browser: &Browser) {
 /// `text` with runs of white space (line breaks included) as one space.
 fn words(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Polls a script until it returns something truthy; returns that value.
-async fn wait_until(browser: &Browser, script: &str, what: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let v = browser.eval(script).await;
-        let truthy = match &v {
-            Value::Null => false,
-            Value::Bool(b) => *b,
-            Value::String(s) => !s.is_empty(),
-            Value::Number(n) => n.as_f64() != Some(0.0),
-            _ => true,
-        };
-        if truthy {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "waited {WAIT:?} for: {what} (last {v})\n{}",
-                browser.describe().await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits until nothing matches `css`.
