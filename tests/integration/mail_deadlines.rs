@@ -21,7 +21,9 @@ port, folder = int(sys.argv[1]), pathlib.Path(sys.argv[2])
 class Handler:
     async def handle_DATA(self, server, session, envelope):
         n = len(list(folder.glob("attempt-*.eml"))) + 1
-        (folder / f"attempt-{n}.eml").write_bytes(envelope.original_content)
+        partial = folder / f".attempt-{n}.tmp"
+        partial.write_bytes(envelope.original_content)
+        partial.rename(folder / f"attempt-{n}.eml")
         if (folder / "stall").exists():
             await asyncio.sleep(3600)
         return "250 OK"
