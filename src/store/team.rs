@@ -502,11 +502,39 @@ pub async fn audit_events(
     limit: i64,
     offset: i64,
 ) -> StoreResult<Vec<AuditRow>> {
+    select_audit(db, organization_id, filter, None, limit, offset).await
+}
+
+/// Up to `limit` events older than `before` (an event's `(at, id)`), newest
+/// first: the export reads the log in these chunks, so what it holds at
+/// once does not grow with the log.
+#[tracing::instrument(skip(db))]
+pub async fn audit_events_before(
+    db: &Db,
+    organization_id: i64,
+    filter: &AuditFilter,
+    before: Option<(i64, i64)>,
+    limit: i64,
+) -> StoreResult<Vec<AuditRow>> {
+    select_audit(db, organization_id, filter, before, limit, 0).await
+}
+
+async fn select_audit(
+    db: &Db,
+    organization_id: i64,
+    filter: &AuditFilter,
+    before: Option<(i64, i64)>,
+    limit: i64,
+    offset: i64,
+) -> StoreResult<Vec<AuditRow>> {
+    // Without a keyset, `$9 = 1` keeps every row.
     let sql = format!(
         "SELECT e.id, e.created_at, e.action, e.detail, e.ip, e.user_agent, au.email, \
          e.actor_token_id, atk.label, su.email, e.token_id, t.label, t.display_prefix {AUDIT_FROM} \
+         AND ($9 = 1 OR e.created_at < $10 OR (e.created_at = $10 AND e.id < $11)) \
          ORDER BY e.created_at DESC, e.id DESC LIMIT $7 OFFSET $8"
     );
+    let (at, id) = before.unwrap_or((0, 0));
     let rows: Vec<AuditTuple> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(organization_id)
         .bind(filter.member.as_str())
@@ -516,6 +544,9 @@ pub async fn audit_events(
         .bind(filter.until)
         .bind(limit)
         .bind(offset)
+        .bind(i64::from(before.is_none()))
+        .bind(at)
+        .bind(id)
         .fetch_all(db.pool())
         .await?;
     Ok(rows
