@@ -265,6 +265,8 @@ pub enum RevokeReason {
     Superuser,
     /// Through the "this wasn't me" link in an email.
     EmailLink,
+    /// Reported as found in public by a secret scanning service.
+    Leaked,
 }
 
 impl RevokeReason {
@@ -273,6 +275,7 @@ impl RevokeReason {
             RevokeReason::Owner => "owner",
             RevokeReason::Superuser => "superuser",
             RevokeReason::EmailLink => "email_link",
+            RevokeReason::Leaked => "leaked",
         }
     }
 }
