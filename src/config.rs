@@ -832,6 +832,28 @@ mod tests {
     }
 
     #[test]
+    fn secret_scanning_keys_are_a_url_or_a_file() {
+        assert_eq!(load(&[]).unwrap().secret_scanning_keys, None);
+        let url = "https://api.github.com/meta/public_keys/secret_scanning";
+        assert_eq!(
+            load(&[("KEYSMITH_SECRET_SCANNING_KEYS", url)])
+                .unwrap()
+                .secret_scanning_keys,
+            Some(KeySource::Url(Url::parse(url).unwrap()))
+        );
+        assert_eq!(
+            load(&[("KEYSMITH_SECRET_SCANNING_KEYS", "/etc/keysmith/keys.json")])
+                .unwrap()
+                .secret_scanning_keys,
+            Some(KeySource::File("/etc/keysmith/keys.json".into()))
+        );
+        for bad in ["", "  ", "ftp://example.com/keys", "https://"] {
+            let e = load(&[("KEYSMITH_SECRET_SCANNING_KEYS", bad)]).unwrap_err();
+            assert_eq!(e.setting, "KEYSMITH_SECRET_SCANNING_KEYS", "{bad}");
+        }
+    }
+
+    #[test]
     fn zero_configuration_gives_working_defaults() {
         let c = load(&[]).unwrap();
         assert_eq!(c.addr.to_string(), "127.0.0.1:3000");

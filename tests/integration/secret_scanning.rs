@@ -602,3 +602,140 @@ async fn a_leak_report_on_one_instance_reaches_the_other_within_a_second() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// The scanner rules in `deploy/`: Yelp's detect-secrets (run as a process,
+/// with the plugin) finds real Keysmith tokens and no near-miss; the
+/// gitleaks rule's regex matches the same shape.
+mod scanner_rules {
+    use std::collections::BTreeSet;
+    use std::process::Command;
+
+    use keysmith::token::{PlainToken, TokenPrefix};
+
+    fn sha1_hex(s: &str) -> String {
+        // detect-secrets reports the SHA-1 of what it found.
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import hashlib, sys; print(hashlib.sha1(sys.argv[1].encode()).hexdigest())",
+                s,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Real tokens, and strings one step away from being one.
+    fn samples(prefix: &str) -> (Vec<String>, Vec<String>) {
+        let prefix = TokenPrefix::parse(prefix).unwrap();
+        let real: Vec<String> = (0..20)
+            .map(|_| PlainToken::generate(&prefix).expose_secret().to_string())
+            .collect();
+        let mut near = Vec::new();
+        for t in &real[..5] {
+            // One checksum character changed.
+            let mut wrong = t[..t.len() - 1].to_string();
+            wrong.push(if t.ends_with('A') { 'B' } else { 'A' });
+            near.push(wrong);
+            // One random character changed, checksum kept.
+            let mut bytes = t.clone().into_bytes();
+            let i = prefix.as_str().len() + 3;
+            bytes[i] = if bytes[i] == b'z' { b'y' } else { b'z' };
+            near.push(String::from_utf8(bytes).unwrap());
+        }
+        (real, near)
+    }
+
+    #[test]
+    #[cfg_attr(
+        skip_detect_secrets_tests,
+        ignore = "detect-secrets test skipped: pip install detect-secrets==1.5.0, then touch build.rs (CI installs it)"
+    )]
+    fn detect_secrets_finds_keysmith_tokens_and_no_near_miss() {
+        let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/detect_secrets_keysmith.py");
+        for prefix in ["ks", "acme_pat"] {
+            let (real, near) = samples(prefix);
+            let dir = tempfile::tempdir().unwrap();
+            let mut text = String::new();
+            for (i, t) in real.iter().enumerate() {
+                // In the places tokens end up: YAML, shell, JSON, a URL.
+                text.push_str(&match i % 4 {
+                    0 => format!("api_token: {t}\n"),
+                    1 => format!("export KEYSMITH_TOKEN=\"{t}\"\n"),
+                    2 => format!("{{\"token\": \"{t}\"}}\n"),
+                    _ => format!("curl -H 'Authorization: Bearer {t}' https://x\n"),
+                });
+            }
+            for t in &near {
+                text.push_str(&format!("api_token: {t}\n"));
+            }
+            // Too long, too short, glued to a longer name.
+            let t = &real[0];
+            text.push_str(&format!("a: {t}x\nb: {}\nc: my_{t}\n", &t[..t.len() - 1]));
+            std::fs::write(dir.path().join("config.txt"), &text).unwrap();
+
+            let out = Command::new("python3")
+                .args(["-m", "detect_secrets", "scan", "--all-files", "-p"])
+                .arg(&plugin)
+                .arg(".")
+                .current_dir(dir.path())
+                .env("KEYSMITH_TOKEN_PREFIX", prefix)
+                .output()
+                .expect("python3 -m detect_secrets (pip install detect-secrets)");
+            assert!(
+                out.status.success(),
+                "detect-secrets failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let baseline: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let found: BTreeSet<String> = baseline["results"]["config.txt"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| r["type"] == "Keysmith API Token")
+                .map(|r| r["hashed_secret"].as_str().unwrap().to_string())
+                .collect();
+            let expected: BTreeSet<String> = real.iter().map(|t| sha1_hex(t)).collect();
+            assert_eq!(
+                found, expected,
+                "prefix {prefix}: every real token, nothing else"
+            );
+        }
+    }
+
+    /// gitleaks itself is not packaged for Debian or PyPI; its rule's regex
+    /// (RE2 syntax, a subset Python's `re` reads the same) is checked here.
+    #[test]
+    fn the_gitleaks_rule_matches_the_token_shape() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/gitleaks.toml");
+        let rules: toml::Value = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let rule = &rules["rules"][0];
+        assert_eq!(rule["id"].as_str(), Some("keysmith-api-token"));
+        let regex = rule["regex"].as_str().unwrap();
+        let (real, _) = samples("ks");
+        let t = &real[0];
+        let text = format!(
+            "a: {t}\n\"{}\"\nc: {t}x\nd: {}\ne: my_{t}\nf: KS_{}\n",
+            real[1],
+            &t[..t.len() - 1],
+            &t[3..]
+        );
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import re, sys; print('\\n'.join(m.group(1) for m in re.finditer(sys.argv[1], sys.argv[2], re.M)))",
+                regex,
+                &text,
+            ])
+            .output()
+            .expect("python3");
+        let matched: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(matched, vec![t.clone(), real[1].clone()]);
+    }
+}
