@@ -265,6 +265,17 @@ async fn a_signed_report_revokes_the_token_and_emails_its_owner_where_it_was_fou
     .unwrap();
     assert_eq!(detail.as_deref(), Some("leaked"));
     assert_eq!(ua.as_deref(), Some("GitHub-Secret-Scanning/1.0"));
+    // The settings page says why it was revoked; the team audit log lists it.
+    let page = app.get("/settings/api-tokens?status=revoked").await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let row = &html[html
+        .find(&format!("id=\"token-{id}\""))
+        .expect("revoked row")..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("Found in public by secret scanning"), "{row}");
+    let audit = app.get("/team/audit").await.text().await.unwrap();
+    assert!(audit.contains("leaked"), "audit log lacks the reason");
 
     // The owner hears where it was found, through real SMTP (after the two
     // "created" emails).
