@@ -170,11 +170,23 @@ impl KeyRing {
                 if !response.status().is_success() {
                     return Err(read_err(format!("HTTP {}", response.status())));
                 }
-                let bytes = response
-                    .bytes()
+                // Read in chunks, so an oversized answer is cut off rather
+                // than held in memory whole.
+                let mut response = response;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = response
+                    .chunk()
                     .await
-                    .map_err(|e| read_err(e.to_string()))?;
-                bytes.to_vec()
+                    .map_err(|e| read_err(e.to_string()))?
+                {
+                    if bytes.len() + chunk.len() > MAX_KEY_DOCUMENT_BYTES {
+                        return Err(read_err(format!(
+                            "larger than {MAX_KEY_DOCUMENT_BYTES} bytes"
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                bytes
             }
         };
         if bytes.len() > MAX_KEY_DOCUMENT_BYTES {

@@ -527,6 +527,21 @@ async fn malformed_reports_get_a_clear_4xx_and_revoke_nothing(backend: Backend) 
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "60");
     down.shutdown().await;
+
+    // So are documents without a usable key, and oversized ones.
+    let padding = "x".repeat(300 * 1024);
+    for document in [
+        json!({ "public_keys": [] }).to_string(),
+        json!({ "public_keys": [{ "key_identifier": github.id, "key": "not PEM", "is_current": true }] }).to_string(),
+        json!({ "public_keys": [{ "key_identifier": github.id, "key": github.pem(), "is_current": true }], "padding": padding }).to_string(),
+    ] {
+        let keys = KeyServer::start(document).await;
+        let app = spawn_with_keys(backend, &keys, &[]).await;
+        let r = signed_report(&app, &github, &report_of(&[&token])).await;
+        assert_eq!(r.status(), 503);
+        assert_eq!(keys.hits(), 1);
+        app.shutdown().await;
+    }
 }
 
 async fn a_revoked_or_replaced_token_is_still_a_true_positive(backend: Backend) {
