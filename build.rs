@@ -13,6 +13,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_proxy_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_root_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_axe_tests)");
+    println!("cargo::rustc-check-cfg=cfg(skip_detect_secrets_tests)");
     for var in [
         "CI",
         "KEYSMITH_TEST_POSTGRES_URL",
@@ -61,6 +62,14 @@ fn main() {
     // tests/a11y (`npm ci --prefix tests/a11y`); it needs the browser too.
     if !Path::new("tests/a11y/node_modules/axe-core/axe.min.js").exists() {
         println!("cargo::rustc-cfg=skip_axe_tests");
+    }
+    // The scanner-rule test runs Yelp's detect-secrets (PyPI) as a process.
+    let detect_secrets = std::process::Command::new("python3")
+        .args(["-c", "import detect_secrets"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !detect_secrets {
+        println!("cargo::rustc-cfg=skip_detect_secrets_tests");
     }
     // The OAuth client tests run openid-client (Node) and Authlib (Python).
     let openid_client = Path::new("tests/clients/node/node_modules/openid-client").exists();

@@ -221,6 +221,19 @@ pub fn router(state: AppState) -> Router {
         .route(api::metadata::PATH, get(api::metadata::metadata))
         .route(api::rotate::PATH, post(api::rotate::self_rotate))
         .route(
+            api::secret_scanning::PATH,
+            post(api::secret_scanning::reports).layer(axum::Extension(
+                api::secret_scanning::Reports(state.config.secret_scanning_keys.clone().map(
+                    |source| {
+                        Arc::new(crate::service::leaks::KeyRing::new(
+                            source,
+                            state.clock.clone(),
+                        ))
+                    },
+                )),
+            )),
+        )
+        .route(
             "/oauth/introspect",
             axum::routing::post(crate::api::introspect::introspect)
                 .fallback(crate::api::introspect::method_not_allowed),

@@ -369,6 +369,45 @@ pub struct Config {
     pub session_lifetime: Duration,
     /// Where the optional file was read from, for the start-up log.
     pub config_file: Option<PathBuf>,
+    /// Where the public keys that sign leaked-token reports come from
+    /// (GitHub's secret scanning key document). `None` turns the report
+    /// endpoint off.
+    pub secret_scanning_keys: Option<KeySource>,
+}
+
+/// A URL or a file holding GitHub's secret scanning key document,
+/// `{"public_keys": [{"key_identifier", "key", "is_current"}]}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Url(Url),
+    File(PathBuf),
+}
+
+impl KeySource {
+    /// `http://` or `https://` is a URL; anything else is a file path.
+    pub fn parse(raw: &str) -> Result<KeySource, ConfigError> {
+        let setting = "KEYSMITH_SECRET_SCANNING_KEYS";
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(ConfigError::new(
+                setting,
+                "is empty; give a URL (https://api.github.com/meta/public_keys/secret_scanning) or a file path",
+            ));
+        }
+        let lower = raw.to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            let url = Url::parse(raw)
+                .map_err(|e| ConfigError::new(setting, format!("\"{raw}\" is not a URL ({e})")))?;
+            Ok(KeySource::Url(url))
+        } else if lower.contains("://") {
+            Err(ConfigError::new(
+                setting,
+                format!("\"{raw}\" must be an http(s):// URL or a file path"),
+            ))
+        } else {
+            Ok(KeySource::File(PathBuf::from(raw)))
+        }
+    }
 }
 
 /// The shape of `keysmith.toml`. Every key is optional; the environment wins.
@@ -618,6 +657,11 @@ impl Config {
             ));
         }
 
+        let secret_scanning_keys = match vars.get("KEYSMITH_SECRET_SCANNING_KEYS") {
+            Some(raw) => Some(KeySource::parse(raw)?),
+            None => None,
+        };
+
         Ok(Config {
             addr,
             public_url,
@@ -641,6 +685,7 @@ impl Config {
             session_idle_timeout: Duration::from_secs(idle_minutes * 60),
             session_lifetime: Duration::from_secs(lifetime_hours * 3600),
             config_file,
+            secret_scanning_keys,
         })
     }
 
@@ -784,6 +829,28 @@ mod tests {
         vars.entry("KEYSMITH_CONFIG".into())
             .or_insert_with(|| "/dev/null".into());
         Config::from_vars(&vars)
+    }
+
+    #[test]
+    fn secret_scanning_keys_are_a_url_or_a_file() {
+        assert_eq!(load(&[]).unwrap().secret_scanning_keys, None);
+        let url = "https://api.github.com/meta/public_keys/secret_scanning";
+        assert_eq!(
+            load(&[("KEYSMITH_SECRET_SCANNING_KEYS", url)])
+                .unwrap()
+                .secret_scanning_keys,
+            Some(KeySource::Url(Url::parse(url).unwrap()))
+        );
+        assert_eq!(
+            load(&[("KEYSMITH_SECRET_SCANNING_KEYS", "/etc/keysmith/keys.json")])
+                .unwrap()
+                .secret_scanning_keys,
+            Some(KeySource::File("/etc/keysmith/keys.json".into()))
+        );
+        for bad in ["", "  ", "ftp://example.com/keys", "https://"] {
+            let e = load(&[("KEYSMITH_SECRET_SCANNING_KEYS", bad)]).unwrap_err();
+            assert_eq!(e.setting, "KEYSMITH_SECRET_SCANNING_KEYS", "{bad}");
+        }
     }
 
     #[test]

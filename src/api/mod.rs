@@ -8,5 +8,6 @@ pub mod bearer;
 pub mod introspect;
 pub mod metadata;
 pub mod rotate;
+pub mod secret_scanning;
 pub mod verify;
 pub mod whoami;

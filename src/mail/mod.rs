@@ -93,6 +93,15 @@ pub enum Mail {
         /// The token rotated itself (`POST /api/v2/tokens/self/rotate`).
         self_rotated: bool,
     },
+    /// A secret scanning service reported the token as found in public and
+    /// Keysmith revoked it. `url` and `source` say where (as reported).
+    TokenLeaked {
+        token_id: i64,
+        at: i64,
+        url: String,
+        source: String,
+        reporter: String,
+    },
     /// A replaced secret of a token was presented after its grace period.
     ReplacedTokenUsed {
         token_id: i64,
@@ -126,6 +135,7 @@ impl Mail {
             Mail::Invitation { .. } => "invitation",
             Mail::TokenRegenerated { .. } => "token_regenerated",
             Mail::ReplacedTokenUsed { .. } => "replaced_token_used",
+            Mail::TokenLeaked { .. } => "token_leaked",
         }
     }
 }

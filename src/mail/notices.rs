@@ -419,6 +419,7 @@ pub async fn render_notice(
         Mail::TokenRegenerated { .. } | Mail::ReplacedTokenUsed { .. } => {
             rotation_notice(db, mail, page_link).await?
         }
+        Mail::TokenLeaked { .. } => leak_notice(db, mail, page_link).await?,
     };
     let base_url = config.public_link("");
     let mut links: Vec<String> = content
@@ -527,6 +528,62 @@ async fn rotation_notice(
     }
 }
 
+/// The longest reported location quoted in an email: enough for any real
+/// file URL, short enough that a hostile report cannot bloat the message.
+const MAX_QUOTED_LOCATION: usize = 500;
+
+fn quoted(raw: &str) -> String {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return "not given".into();
+    }
+    match raw.char_indices().nth(MAX_QUOTED_LOCATION) {
+        Some((cut, _)) => format!("{}…", &raw[..cut]),
+        None => raw.to_string(),
+    }
+}
+
+/// The notice that a token was found in public and revoked.
+async fn leak_notice(
+    db: &Db,
+    mail: &Mail,
+    page_link: Option<(String, String)>,
+) -> Result<EmailContent, PrepareError> {
+    let Mail::TokenLeaked {
+        token_id,
+        at,
+        url,
+        source,
+        reporter,
+    } = mail
+    else {
+        return Err(PrepareError::Drop("not a leak notice".into()));
+    };
+    let f = token(db, *token_id).await?;
+    let mut facts = token_facts(&f);
+    facts.insert(0, ("Found at".into(), quoted(url)));
+    facts.insert(1, ("Found in".into(), quoted(source)));
+    facts.insert(2, ("Reported by".into(), reporter.clone()));
+    facts.push(("Revoked".into(), mail_time(*at)));
+    Ok(EmailContent {
+        subject: format!(
+            "API token “{}” was found in public and revoked ({})",
+            f.token.label, f.organization_name
+        ),
+        heading: "An API token was leaked and has been revoked".into(),
+        intro: format!(
+            "{reporter} found the API token “{}” in public, at the place below. Keysmith revoked it at once, so it no longer works; revocation cannot be undone.",
+            f.token.label
+        ),
+        facts,
+        action: None,
+        action_danger: false,
+        secondary: page_link,
+        outro: "Remove the token from where it was found (and from its history), then create a new token for whatever used it.".into(),
+        org: f.organization_name.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,6 +603,16 @@ mod tests {
         );
         assert_eq!(describe_agent(Some("my-script")), "my-script");
         assert_eq!(describe_agent(None), "unknown");
+    }
+
+    #[test]
+    fn reported_locations_are_quoted_within_bounds() {
+        assert_eq!(quoted("  "), "not given");
+        assert_eq!(quoted("https://github.com/a/b"), "https://github.com/a/b");
+        let long = "é".repeat(MAX_QUOTED_LOCATION + 10);
+        let q = quoted(&long);
+        assert_eq!(q.chars().count(), MAX_QUOTED_LOCATION + 1);
+        assert!(q.ends_with('…'));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! validation into domain types, one transaction each, audit and
 //! invalidation. Handlers stay thin by calling these.
 
+pub mod leaks;
 pub mod rotation;
 pub mod team;
 pub mod tokens;

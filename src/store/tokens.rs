@@ -37,6 +37,8 @@ pub struct TokenRecord {
     pub expires_at: Option<i64>,
     pub disabled_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Why it was revoked ([`RevokeReason::as_str`]), once it is.
+    pub revoked_reason: Option<String>,
     pub last_used_at: Option<i64>,
     pub last_used_method: Option<String>,
     pub last_used_path: Option<String>,
@@ -69,7 +71,7 @@ macro_rules! select_tokens {
     ($rest:literal) => {
         concat!(
             "SELECT id, user_id, organization_id, label, display_prefix, scopes, created_at, created_ip, \
-             created_user_agent, expires_at, disabled_at, revoked_at, last_used_at, last_used_method, \
+             created_user_agent, expires_at, disabled_at, revoked_at, revoked_reason, last_used_at, last_used_method, \
              last_used_path, last_used_ip, disabled_by_user_id, \
              (SELECT u.email FROM users u WHERE u.id = api_tokens.disabled_by_user_id) AS disabled_by_email \
              FROM api_tokens ",
@@ -92,6 +94,7 @@ struct TokenRow {
     expires_at: Option<i64>,
     disabled_at: Option<i64>,
     revoked_at: Option<i64>,
+    revoked_reason: Option<String>,
     last_used_at: Option<i64>,
     last_used_method: Option<String>,
     last_used_path: Option<String>,
@@ -114,6 +117,7 @@ fn record(row: TokenRow) -> TokenRecord {
         expires_at: row.expires_at,
         disabled_at: row.disabled_at,
         revoked_at: row.revoked_at,
+        revoked_reason: row.revoked_reason,
         last_used_at: row.last_used_at,
         last_used_method: row.last_used_method,
         last_used_path: row.last_used_path,
@@ -265,6 +269,8 @@ pub enum RevokeReason {
     Superuser,
     /// Through the "this wasn't me" link in an email.
     EmailLink,
+    /// Reported as found in public by a secret scanning service.
+    Leaked,
 }
 
 impl RevokeReason {
@@ -273,6 +279,7 @@ impl RevokeReason {
             RevokeReason::Owner => "owner",
             RevokeReason::Superuser => "superuser",
             RevokeReason::EmailLink => "email_link",
+            RevokeReason::Leaked => "leaked",
         }
     }
 }

@@ -173,6 +173,7 @@ mod tests {
             expires_at,
             disabled_at,
             revoked_at,
+            revoked_reason: None,
             last_used_at: None,
             last_used_method: None,
             last_used_path: None,

@@ -26,8 +26,8 @@ use crate::service::tokens::{
 use crate::store::orgs::{self, Role};
 use crate::store::team::{MemberRow, MemberStatus};
 use crate::store::tokens::{
-    self as store_tokens, GroupCounts, ProjectFilter, StatusFilter, TokenQuery, TokenRecord,
-    TokenSort,
+    self as store_tokens, GroupCounts, ProjectFilter, RevokeReason, StatusFilter, TokenQuery,
+    TokenRecord, TokenSort,
 };
 use crate::store::{StoreResult, projects};
 use crate::token::{PlainToken, ScopeSet};
@@ -89,7 +89,8 @@ pub struct RowView {
     pub may_act: bool,
     /// Disabled by someone other than the owner: the owner's switch is locked.
     pub locked: bool,
-    /// "Disabled by …", when it is known and worth saying to this viewer.
+    /// "Disabled by …" (or why a token was revoked, when a leak report did
+    /// it), when it is known and worth saying to this viewer.
     pub disabled_note: Option<String>,
 }
 
@@ -154,6 +155,11 @@ impl RowView {
                     } else {
                         format!("Disabled by {}", by.email)
                     }
+                })
+                // A leak report revoked it: say so, the owner was emailed why.
+                .or_else(|| {
+                    (t.revoked_reason.as_deref() == Some(RevokeReason::Leaked.as_str()))
+                        .then(|| "Found in public by secret scanning".to_string())
                 }),
         }
     }

@@ -19,6 +19,7 @@ mod mail_deadlines;
 mod mcp_card;
 mod notifications;
 mod proxies;
+mod secret_scanning;
 mod secrets;
 mod sessions;
 mod signin;

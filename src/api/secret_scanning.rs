@@ -1,0 +1,86 @@
+//! `POST /api/v1/secret-scanning/reports`: leaked-token reports in GitHub's
+//! secret scanning partner format. The signature over the raw body is
+//! checked before anything else is read; the work is in
+//! [`crate::service::leaks`].
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+use super::api_keys::error;
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::request::RequestMeta;
+use crate::service::leaks::{self, KeyRing, SignatureError};
+
+pub const PATH: &str = "/api/v1/secret-scanning/reports";
+
+const KEY_ID_HEADER: &str = "github-public-key-identifier";
+const SIGNATURE_HEADER: &str = "github-public-key-signature";
+
+/// The key ring, when `KEYSMITH_SECRET_SCANNING_KEYS` is set.
+#[derive(Clone)]
+pub struct Reports(pub Option<Arc<KeyRing>>);
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn signature_error(e: &SignatureError) -> Response {
+    if matches!(e, SignatureError::KeysUnavailable) {
+        // The report may be genuine: ask the sender to try again.
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The public keys that sign reports cannot be loaded right now; try again later.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    error(
+        StatusCode::UNAUTHORIZED,
+        &format!("The report's signature was not accepted: {e}. Nothing was revoked."),
+    )
+}
+
+pub async fn reports(
+    State(state): State<AppState>,
+    Extension(Reports(ring)): Extension<Reports>,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AppError> {
+    let Some(ring) = ring else {
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "Leaked-token reports are not enabled here: the operator has not set KEYSMITH_SECRET_SCANNING_KEYS.",
+        ));
+    };
+    if let Err(e) = ring
+        .verify(
+            header_str(&headers, KEY_ID_HEADER),
+            header_str(&headers, SIGNATURE_HEADER),
+            &body,
+        )
+        .await
+    {
+        tracing::warn!(reason = %e, "secret scanning report refused");
+        return Ok(signature_error(&e));
+    }
+    let reports = match leaks::parse_reports(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let status = if matches!(e, leaks::ReportError::Syntax(_)) {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            return Ok(error(status, &format!("{e}. Nothing was revoked.")));
+        }
+    };
+    let verdicts = leaks::handle_reports(&state, &meta, reports).await?;
+    Ok(Json(verdicts).into_response())
+}
