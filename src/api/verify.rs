@@ -8,8 +8,8 @@
 //! without its query string, is recorded as the token's last use.
 //! `?scope=a b` requires scopes, `?project=NAME` a project (by name) of the
 //! token's organization. 200 carries `X-Keysmith-*` headers for the
-//! upstream (the token's label and the owner's display name
-//! percent-encoded, so any UTF-8 survives a header); 401/403/429 otherwise (429 becomes 403 with
+//! upstream (the token's label and the owner's display name, or email
+//! without one, percent-encoded, so any UTF-8 survives a header); 401/403/429 otherwise (429 becomes 403 with
 //! `KEYSMITH_VERIFY_429_AS_403`, for nginx).
 
 use axum::body::Bytes;
@@ -178,7 +178,8 @@ async fn check(
 /// The headers that tell the upstream who is calling. Their values are
 /// formatted on the token's first forward-auth request and kept, back to
 /// back in one buffer, while it stays cached; each response takes slices.
-/// An empty value (no display name) sends no header.
+/// The user name is the display name, or the email address for a user
+/// without one.
 fn identity_headers(info: &TokenInfo) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
     let (blob, ends) = info.rendered.identity.get_or_init(|| {
         let values = [
@@ -188,7 +189,9 @@ fn identity_headers(info: &TokenInfo) -> impl Iterator<Item = (HeaderName, Heade
             info.scopes_str.to_string(),
             info.token_id.to_string(),
             percent_encoded(&info.label),
-            info.display_name.as_deref().map(percent_encoded).unwrap_or_default(),
+            // Always sent, so a proxy that copies it never finds it
+            // missing (Caddy 2.6 would pass its placeholder on literally).
+            percent_encoded(info.display_name.as_deref().unwrap_or(&info.email)),
         ];
         let mut blob = Vec::with_capacity(values.iter().map(String::len).sum());
         let mut ends = [0u32; IDENTITY_HEADERS];
@@ -213,9 +216,6 @@ fn identity_headers(info: &TokenInfo) -> impl Iterator<Item = (HeaderName, Heade
         .zip(starts.zip(ends.iter().copied()))
         .filter_map(move |(name, (start, end))| {
             let value = blob.get(start as usize..end as usize)?;
-            if value.is_empty() {
-                return None;
-            }
             // A value that cannot be a header (an email with control
             // characters, say) is left out rather than mangled.
             let value = HeaderValue::from_maybe_shared(blob.slice_ref(value)).ok()?;
