@@ -275,7 +275,10 @@ mod tests {
     #[test]
     fn labels_and_names_are_percent_encoded_utf8() {
         assert_eq!(percent_encoded("deploy-bot_1.0~x"), "deploy-bot_1.0~x");
-        assert_eq!(percent_encoded("Ada (deploy bot)"), "Ada%20%28deploy%20bot%29");
+        assert_eq!(
+            percent_encoded("Ada (deploy bot)"),
+            "Ada%20%28deploy%20bot%29"
+        );
         assert_eq!(percent_encoded("Zoë · MCP"), "Zo%C3%AB%20%C2%B7%20MCP");
         assert_eq!(percent_encoded("a%b\r\n"), "a%25b%0D%0A");
         // Always a valid header value.

@@ -626,20 +626,37 @@ pub async fn identity_reaches_the_upstream_and_forged_identity_never_does(
         .await
         .unwrap();
     let t = rig.fresh_token(label).await;
-    let r = rig.get("/label").bearer_auth(&t.token).send().await.unwrap();
+    let r = rig
+        .get("/label")
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", rig.proxy.name);
     let seen: Value = r.json().await.unwrap();
     let decoded = |header: &str| {
-        let values = seen["headers"][header].as_array().cloned().unwrap_or_default();
+        let values = seen["headers"][header]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(values.len(), 1, "{}: {header}: {seen}", rig.proxy.name);
         let raw = values[0].as_str().unwrap().to_string();
-        assert!(raw.is_ascii() && !raw.contains(' '), "{}: {raw}", rig.proxy.name);
+        assert!(
+            raw.is_ascii() && !raw.contains(' '),
+            "{}: {raw}",
+            rig.proxy.name
+        );
         percent_encoding::percent_decode_str(&raw)
             .decode_utf8()
             .unwrap()
             .into_owned()
     };
-    assert_eq!(decoded("x-keysmith-token-label"), label, "{}", rig.proxy.name);
+    assert_eq!(
+        decoded("x-keysmith-token-label"),
+        label,
+        "{}",
+        rig.proxy.name
+    );
     assert_eq!(decoded("x-keysmith-user-name"), name, "{}", rig.proxy.name);
     rig.app.shutdown().await;
 }
