@@ -407,7 +407,7 @@ impl Rig {
     }
 
     /// Asserts that `r` was let through and the upstream got exactly
-    /// Keysmith's five identity headers for `token_id`, and nothing else
+    /// Keysmith's seven identity headers for `token_id`, and nothing else
     /// that a CGI/WSGI server could read as an X-Keysmith-* header.
     fn assert_identity(&self, seen: &Value, token_id: i64, what: &str) {
         let headers = seen["headers"].as_object().unwrap();
