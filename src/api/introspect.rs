@@ -235,12 +235,17 @@ pub async fn introspect(
         "iat": info.created_at,
         "token_type": "Bearer",
         "token_id": info.token_id,
+        "label": info.label,
         "organization_id": info.organization_id,
         "organization": info.organization_name,
         "projects": info.projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
     });
     if let Some(exp) = info.expires_at {
         body["exp"] = json!(exp);
+    }
+    // Only where the users table holds one, like `exp`.
+    if let Some(name) = &info.display_name {
+        body["name"] = json!(name);
     }
     answer(body)
 }

@@ -8,7 +8,8 @@
 //! without its query string, is recorded as the token's last use.
 //! `?scope=a b` requires scopes, `?project=NAME` a project (by name) of the
 //! token's organization. 200 carries `X-Keysmith-*` headers for the
-//! upstream; 401/403/429 otherwise (429 becomes 403 with
+//! upstream (the token's label and the owner's display name, or email
+//! without one, percent-encoded, so any UTF-8 survives a header); 401/403/429 otherwise (429 becomes 403 with
 //! `KEYSMITH_VERIFY_429_AS_403`, for nginx).
 
 use axum::body::Bytes;
@@ -21,7 +22,7 @@ use serde::Deserialize;
 use super::bearer::{self, BearerError};
 use crate::app::AppState;
 use crate::request::ClientIp;
-use crate::verify::{TokenInfo, Use};
+use crate::verify::{IDENTITY_HEADERS, TokenInfo, Use};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct VerifyParams {
@@ -164,9 +165,9 @@ async fn check(
 
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();
-    // Five identity headers, two rate-limit ones and Cache-Control, plus
+    // Seven identity headers, two rate-limit ones and Cache-Control, plus
     // the security headers added on the way out: one allocation.
-    h.reserve(16);
+    h.reserve(18);
     h.extend(identity_headers(&info));
     h.extend(bearer::rate_limit_headers(&decision));
     h.extend(bearer::expires_header(&info));
@@ -177,6 +178,8 @@ async fn check(
 /// The headers that tell the upstream who is calling. Their values are
 /// formatted on the token's first forward-auth request and kept, back to
 /// back in one buffer, while it stays cached; each response takes slices.
+/// The user name is the display name, or the email address for a user
+/// without one.
 fn identity_headers(info: &TokenInfo) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
     let (blob, ends) = info.rendered.identity.get_or_init(|| {
         let values = [
@@ -185,21 +188,27 @@ fn identity_headers(info: &TokenInfo) -> impl Iterator<Item = (HeaderName, Heade
             info.organization_id.to_string(),
             info.scopes_str.to_string(),
             info.token_id.to_string(),
+            percent_encoded(&info.label),
+            // Always sent, so a proxy that copies it never finds it
+            // missing (Caddy 2.6 would pass its placeholder on literally).
+            percent_encoded(info.display_name.as_deref().unwrap_or(&info.email)),
         ];
         let mut blob = Vec::with_capacity(values.iter().map(String::len).sum());
-        let mut ends = [0u32; 5];
+        let mut ends = [0u32; IDENTITY_HEADERS];
         for (end, value) in ends.iter_mut().zip(&values) {
             blob.extend_from_slice(value.as_bytes());
             *end = u32::try_from(blob.len()).unwrap_or(u32::MAX);
         }
         (Bytes::from(blob), ends)
     });
-    let names = [
+    let names: [HeaderName; IDENTITY_HEADERS] = [
         X_KEYSMITH_USER,
         X_KEYSMITH_EMAIL,
         X_KEYSMITH_ORG,
         X_KEYSMITH_SCOPES,
         X_KEYSMITH_TOKEN_ID,
+        X_KEYSMITH_TOKEN_LABEL,
+        X_KEYSMITH_USER_NAME,
     ];
     let starts = std::iter::once(0).chain(ends.iter().copied());
     names
@@ -214,11 +223,26 @@ fn identity_headers(info: &TokenInfo) -> impl Iterator<Item = (HeaderName, Heade
         })
 }
 
+/// Everything but RFC 3986's unreserved characters is escaped: labels and
+/// names are free UTF-8 text, a header value is not, and an upstream
+/// undoes this with any URL-decoding function.
+const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn percent_encoded(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, ESCAPED).to_string()
+}
+
 const X_KEYSMITH_USER: HeaderName = HeaderName::from_static("x-keysmith-user");
 const X_KEYSMITH_EMAIL: HeaderName = HeaderName::from_static("x-keysmith-email");
 const X_KEYSMITH_ORG: HeaderName = HeaderName::from_static("x-keysmith-org");
 const X_KEYSMITH_SCOPES: HeaderName = HeaderName::from_static("x-keysmith-scopes");
 const X_KEYSMITH_TOKEN_ID: HeaderName = HeaderName::from_static("x-keysmith-token-id");
+const X_KEYSMITH_TOKEN_LABEL: HeaderName = HeaderName::from_static("x-keysmith-token-label");
+const X_KEYSMITH_USER_NAME: HeaderName = HeaderName::from_static("x-keysmith-user-name");
 
 #[cfg(test)]
 mod tests {
@@ -246,6 +270,19 @@ mod tests {
         ]);
         assert_eq!(original_request(&h, &get), Ok(("DELETE", "/x")));
         assert_eq!(original_request(&HeaderMap::new(), &get), Ok(("GET", "/")));
+    }
+
+    #[test]
+    fn labels_and_names_are_percent_encoded_utf8() {
+        assert_eq!(percent_encoded("deploy-bot_1.0~x"), "deploy-bot_1.0~x");
+        assert_eq!(
+            percent_encoded("Ada (deploy bot)"),
+            "Ada%20%28deploy%20bot%29"
+        );
+        assert_eq!(percent_encoded("Zoë · MCP"), "Zo%C3%AB%20%C2%B7%20MCP");
+        assert_eq!(percent_encoded("a%b\r\n"), "a%25b%0D%0A");
+        // Always a valid header value.
+        assert!(HeaderValue::from_str(&percent_encoded("日本 \u{7f}\0")).is_ok());
     }
 
     #[test]

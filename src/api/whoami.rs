@@ -26,6 +26,8 @@ pub struct Whoami<'a> {
 struct UserView<'a> {
     id: i64,
     email: &'a str,
+    /// The display name the users table holds, or null when it has none.
+    name: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -60,6 +62,7 @@ impl<'a> Whoami<'a> {
             user: UserView {
                 id: info.user_id,
                 email: &info.email,
+                name: info.display_name.as_deref(),
             },
             organization: OrganizationView {
                 id: info.organization_id,

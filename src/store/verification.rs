@@ -17,6 +17,9 @@ pub struct TokenFacts {
     pub token_id: i64,
     pub user_id: i64,
     pub email: String,
+    /// The owner's display name, where one is known (SCIM or OIDC may set
+    /// it; many users have none).
+    pub display_name: Option<String>,
     pub organization_id: i64,
     pub organization_name: String,
     pub label: String,
@@ -50,7 +53,7 @@ pub struct MembershipFacts {
 /// One round trip: a restricted token comes back as one row per project.
 pub async fn load_by_digest(db: &Db, digest: &TokenDigest) -> StoreResult<Option<TokenFacts>> {
     let rows: Vec<AnyRow> = sqlx::query(
-        "SELECT t.id, t.user_id, u.email, t.organization_id, o.name AS organization_name, \
+        "SELECT t.id, t.user_id, u.email, u.display_name, t.organization_id, o.name AS organization_name, \
          t.label, t.display_prefix, t.scopes, t.created_at, t.expires_at, t.disabled_at, \
          t.revoked_at, m.role, m.can_manage_tokens, m.disabled_at AS member_disabled_at, \
          o.reads_per_minute, o.writes_per_minute, o.allowed_scopes, \
@@ -94,6 +97,7 @@ pub async fn load_by_digest(db: &Db, digest: &TokenDigest) -> StoreResult<Option
         token_id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
         email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
         organization_id: row.try_get("organization_id")?,
         organization_name: row.try_get("organization_name")?,
         label: row.try_get("label")?,

@@ -140,6 +140,8 @@ pub struct TokenInfo {
     pub token_id: i64,
     pub user_id: i64,
     pub email: String,
+    /// The owner's display name; `None` when the users table holds none.
+    pub display_name: Option<String>,
     pub organization_id: i64,
     pub organization_name: String,
     pub label: String,
@@ -163,6 +165,10 @@ pub struct TokenInfo {
     pub grace_until: Option<i64>,
 }
 
+/// How many identity headers `/auth/verify` formats (user, email, org,
+/// scopes, token id, token label, user name).
+pub const IDENTITY_HEADERS: usize = 7;
+
 /// Responses derived from a [`TokenInfo`], filled in by the handlers that
 /// send them (the verifier does not know their shape). Each is one
 /// allocation, so a cached token stays small.
@@ -173,7 +179,7 @@ pub struct Rendered {
     pub whoami: OnceLock<Bytes>,
     /// The values of the headers `/auth/verify` hands to the upstream, back
     /// to back in one buffer, and where each ends.
-    pub identity: OnceLock<(Bytes, [u32; 5])>,
+    pub identity: OnceLock<(Bytes, [u32; IDENTITY_HEADERS])>,
     /// The `Keysmith-Token-Expires` value (RFC 3339, UTC), for a token
     /// that expires.
     pub expires: OnceLock<Option<HeaderValue>>,
@@ -222,6 +228,7 @@ impl TokenInfo {
             token_id: facts.token_id,
             user_id: facts.user_id,
             email: facts.email,
+            display_name: facts.display_name,
             organization_id: facts.organization_id,
             organization_name: facts.organization_name,
             label: facts.label,
@@ -758,6 +765,7 @@ mod tests {
             token_id: 7,
             user_id: 3,
             email: "ada@example.com".into(),
+            display_name: None,
             organization_id: 1,
             organization_name: "Acme".into(),
             label: "ci".into(),
@@ -783,7 +791,9 @@ mod tests {
     fn a_reread_tells_changed_facts_from_unchanged_ones() {
         let same = hash_facts(&facts());
         assert_eq!(hash_facts(&facts()), same);
-        let changes: [fn(&mut TokenFacts); 8] = [
+        let changes: [fn(&mut TokenFacts); 10] = [
+            |f| f.label = "deploy".into(),
+            |f| f.display_name = Some("Ada".into()),
             |f| f.revoked_at = Some(1),
             |f| f.disabled_at = Some(1),
             |f| f.expires_at = Some(1),

@@ -8,6 +8,7 @@ use crate::backend_tests;
 use crate::harness::{Backend, TestApp};
 
 backend_tests!(
+    whoami_and_introspection_carry_the_label_and_the_display_name,
     introspection_needs_configured_client_credentials,
     a_missing_token_is_invalid_request,
     get_is_method_not_allowed,
@@ -40,6 +41,45 @@ async fn introspect(app: &TestApp, token: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+/// The attribution an upstream labels writes with: the token's label and
+/// the owner's display name (null/absent until the users table holds one).
+async fn whoami_and_introspection_carry_the_label_and_the_display_name(backend: Backend) {
+    let app = spawn(backend).await;
+    let org = org(&app).await;
+    let label = "Ada's bot · Zoë";
+    let t = mint(
+        &app,
+        org.id,
+        org.owner,
+        Spec {
+            label,
+            ..Spec::default()
+        },
+    )
+    .await;
+    let me: Value = super::whoami(&app, &t.token).await.json().await.unwrap();
+    assert_eq!(me["token"]["label"], label);
+    assert_eq!(me["user"]["name"], Value::Null);
+    let about: Value = introspect(&app, &t.token).await.json().await.unwrap();
+    assert_eq!(about["label"], label);
+    assert!(about.get("name").is_none(), "{about}");
+
+    // A fresh server (empty cache) reads the display name now held.
+    sqlx::query("UPDATE users SET display_name = $1 WHERE id = $2")
+        .bind("Zoë Ådå")
+        .bind(org.owner)
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    let app = app.restart().await;
+    let me: Value = super::whoami(&app, &t.token).await.json().await.unwrap();
+    assert_eq!(me["user"]["name"], "Zoë Ådå");
+    let about: Value = introspect(&app, &t.token).await.json().await.unwrap();
+    assert_eq!(about["name"], "Zoë Ådå");
+    assert_eq!(about["label"], label);
+    app.shutdown().await;
 }
 
 async fn introspection_needs_configured_client_credentials(backend: Backend) {

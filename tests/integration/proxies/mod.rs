@@ -407,7 +407,7 @@ impl Rig {
     }
 
     /// Asserts that `r` was let through and the upstream got exactly
-    /// Keysmith's five identity headers for `token_id`, and nothing else
+    /// Keysmith's seven identity headers for `token_id`, and nothing else
     /// that a CGI/WSGI server could read as an X-Keysmith-* header.
     fn assert_identity(&self, seen: &Value, token_id: i64, what: &str) {
         let headers = seen["headers"].as_object().unwrap();
@@ -417,6 +417,10 @@ impl Rig {
             ("x-keysmith-org", self.org.id.to_string()),
             ("x-keysmith-scopes", "read write".to_string()),
             ("x-keysmith-token-id", token_id.to_string()),
+            // Every call passes the owner's token, labelled "ci"; the owner
+            // has no display name, so the name is the email address.
+            ("x-keysmith-token-label", "ci".to_string()),
+            ("x-keysmith-user-name", "ada%40example.com".to_string()),
         ]);
         for (name, want) in &expected {
             assert_eq!(
@@ -610,6 +614,50 @@ pub async fn identity_reaches_the_upstream_and_forged_identity_never_does(
         r.status()
     );
     assert_eq!(rig.seen.count(), before);
+
+    // A label and a display name with spaces and non-ASCII reach the
+    // upstream percent-encoded, and decode to exactly what was stored.
+    let label = "Ada's deploy bot · Zoë 日本";
+    let name = "Zoë Ådå (bots)";
+    sqlx::query("UPDATE users SET display_name = $1 WHERE id = $2")
+        .bind(name)
+        .bind(rig.org.owner)
+        .execute(rig.app.db().pool())
+        .await
+        .unwrap();
+    let t = rig.fresh_token(label).await;
+    let r = rig
+        .get("/label")
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", rig.proxy.name);
+    let seen: Value = r.json().await.unwrap();
+    let decoded = |header: &str| {
+        let values = seen["headers"][header]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(values.len(), 1, "{}: {header}: {seen}", rig.proxy.name);
+        let raw = values[0].as_str().unwrap().to_string();
+        assert!(
+            raw.is_ascii() && !raw.contains(' '),
+            "{}: {raw}",
+            rig.proxy.name
+        );
+        percent_encoding::percent_decode_str(&raw)
+            .decode_utf8()
+            .unwrap()
+            .into_owned()
+    };
+    assert_eq!(
+        decoded("x-keysmith-token-label"),
+        label,
+        "{}",
+        rig.proxy.name
+    );
+    assert_eq!(decoded("x-keysmith-user-name"), name, "{}", rig.proxy.name);
     rig.app.shutdown().await;
 }
 
