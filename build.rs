@@ -14,6 +14,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_root_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_axe_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_detect_secrets_tests)");
+    println!("cargo::rustc-check-cfg=cfg(skip_prometheus_tests)");
     for var in [
         "CI",
         "KEYSMITH_TEST_POSTGRES_URL",
@@ -101,5 +102,9 @@ fn main() {
     };
     if !["nginx", "caddy", "traefik"].into_iter().all(found) {
         println!("cargo::rustc-cfg=skip_proxy_tests");
+    }
+    // The metrics tests scrape with a real Prometheus (Debian's package).
+    if !found("prometheus") && !Path::new("/usr/bin/prometheus").is_file() {
+        println!("cargo::rustc-cfg=skip_prometheus_tests");
     }
 }

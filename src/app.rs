@@ -239,6 +239,9 @@ pub fn router(state: AppState) -> Router {
                 .fallback(crate::api::introspect::method_not_allowed),
         );
 
+    let routes = routes.route_layer(tower::util::option_layer(crate::metrics::route_latency(
+        &state.config,
+    )));
     let x_request_id = HeaderName::from_static("x-request-id");
     let mut security_headers = vec![
         (
@@ -355,6 +358,8 @@ pub enum StartError {
         addr: SocketAddr,
         reason: std::io::Error,
     },
+    #[error("KEYSMITH_METRICS_ADDR: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// A server running in the background; `shutdown` stops it gracefully.
@@ -363,6 +368,8 @@ pub struct RunningServer {
     pub state: AppState,
     /// The first-run setup URL, while the database has no organization.
     pub setup_url: Option<String>,
+    /// Where `/metrics` is served, when `KEYSMITH_METRICS_ADDR` is set.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     stop_workers: watch::Sender<bool>,
@@ -431,7 +438,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     });
     let transport = Transport::from_config(&state.config.mail).map_err(StartError::Mail)?;
     let (stop_workers, workers_stopped) = watch::channel(false);
-    let workers = vec![
+    let mut workers = vec![
         MailWorker {
             db: state.db.clone(),
             config: state.config.clone(),
@@ -447,6 +454,9 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             workers_stopped.clone(),
         ),
     ];
+    let metrics = crate::metrics::start(&state, workers_stopped.clone()).await?;
+    let metrics_addr = metrics.as_ref().map(|m| m.addr);
+    workers.extend(metrics.map(|m| m.task));
     let setup_url =
         web::setup::prepare_setup_link(&state.db, &state.config, state.clock.unix()).await?;
     if let Some(url) = &setup_url {
@@ -467,6 +477,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         addr,
         state,
         setup_url,
+        metrics_addr,
         stop: Some(stop),
         task,
         stop_workers,

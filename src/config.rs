@@ -373,6 +373,9 @@ pub struct Config {
     /// (GitHub's secret scanning key document). `None` turns the report
     /// endpoint off.
     pub secret_scanning_keys: Option<KeySource>,
+    /// Where Prometheus scrapes `/metrics`: a listener of its own, off
+    /// unless set, so the main address never exposes it (see `metrics`).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A URL or a file holding GitHub's secret scanning key document,
@@ -434,6 +437,7 @@ struct FileConfig {
     max_live_tokens_per_member: Option<u32>,
     token_creations_per_hour: Option<u32>,
     scopes: Option<Vec<FileScope>>,
+    metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -661,6 +665,10 @@ impl Config {
             Some(raw) => Some(KeySource::parse(raw)?),
             None => None,
         };
+        let metrics_addr = match get("KEYSMITH_METRICS_ADDR", file.metrics_addr.as_ref()) {
+            Some(raw) => Some(parse_metrics_addr(&raw, addr)?),
+            None => None,
+        };
 
         Ok(Config {
             addr,
@@ -686,6 +694,7 @@ impl Config {
             session_lifetime: Duration::from_secs(lifetime_hours * 3600),
             config_file,
             secret_scanning_keys,
+            metrics_addr,
         })
     }
 
@@ -715,6 +724,22 @@ fn read_file(path: &Path, setting: &str) -> Result<FileConfig, ConfigError> {
             .unwrap_or_default();
         ConfigError::new(path.display().to_string(), format!("{msg}{at}"))
     })
+}
+
+/// The metrics listener's address: an address and port, not the main one.
+fn parse_metrics_addr(raw: &str, main: SocketAddr) -> Result<SocketAddr, ConfigError> {
+    let err = |m: String| ConfigError::new("KEYSMITH_METRICS_ADDR", m);
+    let addr: SocketAddr = raw.parse().map_err(|_| {
+        err(format!(
+            "\"{raw}\" is not an address and port (expected e.g. 127.0.0.1:9464; leave it unset to turn metrics off)"
+        ))
+    })?;
+    if addr.port() != 0 && addr == main {
+        return Err(err(format!(
+            "{addr} is KEYSMITH_ADDR too; metrics need a port of their own"
+        )));
+    }
+    Ok(addr)
 }
 
 fn parse_public_url(raw: &str) -> Result<Url, ConfigError> {
@@ -875,6 +900,28 @@ mod tests {
             c.scopes.names().map(|s| s.as_str()).collect::<Vec<_>>(),
             ["read", "write"]
         );
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        assert_eq!(load(&[]).unwrap().metrics_addr, None);
+        let c = load(&[("KEYSMITH_METRICS_ADDR", "127.0.0.1:9464")]).unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_metrics_addr_names_the_setting() {
+        for bad in ["9464", "localhost:9464", "127.0.0.1:99999"] {
+            let e = load(&[("KEYSMITH_METRICS_ADDR", bad)]).unwrap_err();
+            assert_eq!(e.setting, "KEYSMITH_METRICS_ADDR", "{bad}");
+            assert!(e.message.contains("address and port"), "{e}");
+        }
+        let e = load(&[
+            ("KEYSMITH_ADDR", "127.0.0.1:4000"),
+            ("KEYSMITH_METRICS_ADDR", "127.0.0.1:4000"),
+        ])
+        .unwrap_err();
+        assert!(e.message.contains("port of their own"), "{e}");
     }
 
     #[test]

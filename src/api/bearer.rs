@@ -102,15 +102,19 @@ pub async fn authenticate_with_digest(
     let raw = bearer_credentials(headers)?.ok_or(BearerError::Missing)?;
     // The shape and checksum are checked before any lookup.
     let digest = PlainToken::digest_of_presented(&state.config.token_prefix, raw)
-        .map_err(|_| BearerError::InvalidToken)?;
+        .map_err(|_| BearerError::InvalidToken)
+        .inspect_err(|_| crate::metrics::verification(crate::metrics::Outcome::Unknown))?;
     match state.verifier.verify_digest(digest).await {
         Ok(Verdict::Active(info)) => Ok((info, digest)),
-        Ok(Verdict::Inactive) => Err(BearerError::InvalidToken),
+        Ok(Verdict::Inactive) => Err(BearerError::InvalidToken)
+            .inspect_err(|_| crate::metrics::verification(state.verifier.refusal_reason(&digest))),
         Ok(Verdict::Replaced(token_id)) => {
+            crate::metrics::verification(crate::metrics::Outcome::Replaced);
             report_replaced(state, token_id, headers, used);
             Err(BearerError::InvalidToken)
         }
-        Err(Unavailable) => Err(BearerError::Unavailable),
+        Err(Unavailable) => Err(BearerError::Unavailable)
+            .inspect_err(|_| crate::metrics::verification(crate::metrics::Outcome::Unavailable)),
     }
 }
 
@@ -143,6 +147,7 @@ pub fn admit(
     used: Use<'_>,
 ) -> Result<RateDecision, BearerError> {
     let decision = state.verifier.admit(info, used);
+    crate::metrics::admitted(&decision);
     if decision.allowed {
         Ok(decision)
     } else {
@@ -178,6 +183,7 @@ pub fn require_scopes(info: &TokenInfo, required: &str) -> Result<(), BearerErro
     if missing.is_empty() {
         Ok(())
     } else {
+        crate::metrics::verification(crate::metrics::Outcome::InsufficientScope);
         Err(BearerError::InsufficientScope {
             scope: required
                 .split_ascii_whitespace()

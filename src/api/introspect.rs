@@ -196,9 +196,16 @@ pub async fn introspect(
     };
     let Ok(digest) = PlainToken::digest_of_presented(&state.config.token_prefix, token.trim())
     else {
+        crate::metrics::verification(crate::metrics::Outcome::Unknown);
         return answer(json!({ "active": false }));
     };
-    let info = match state.verifier.verify_digest(digest).await {
+    let verdict = state.verifier.verify_digest(digest).await;
+    crate::metrics::verification(crate::metrics::introspected(
+        &verdict,
+        &state.verifier,
+        &digest,
+    ));
+    let info = match verdict {
         Ok(Verdict::Active(info)) => info,
         Ok(Verdict::Inactive) => return answer(json!({ "active": false })),
         Ok(Verdict::Replaced(token_id)) => {

@@ -156,6 +156,7 @@ async fn check(
     if let Some(project) = params.project.as_deref()
         && !info.allows_project(project.trim())
     {
+        crate::metrics::verification(crate::metrics::Outcome::InsufficientScope);
         return Err(BearerError::InsufficientScope {
             scope: String::new(),
             description: "The access token is restricted to other projects.",

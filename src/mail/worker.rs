@@ -107,6 +107,7 @@ impl MailWorker {
             Err(e) => Err(e),
         };
         let now = self.clock.unix();
+        crate::metrics::mail_attempt(result.is_ok());
         let outcome = match result {
             Ok(message_id) => {
                 tracing::info!("mail delivered");

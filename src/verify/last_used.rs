@@ -129,6 +129,7 @@ pub(super) async fn write_spread(
         if let Err(e) = sink.write(&batch[start..end]).await {
             return Err(unwritten(batch, start, Some(e)));
         }
+        crate::metrics::last_used_written(&batch[start..end], crate::store::unix_now());
         start = end;
     }
     Ok(())

@@ -428,6 +428,7 @@ impl Verifier {
                 || (info.standing.revivable()
                     && age_ms >= REVIVABLE_REFRESH_AFTER.as_millis() as u64);
             if !must_reread {
+                crate::metrics::cache(true);
                 if age_ms >= info.refresh_after_ms && !info.refreshing.swap(true, Ordering::AcqRel)
                 {
                     let (this, stale) = (Arc::clone(self), Arc::clone(&info));
@@ -455,6 +456,7 @@ impl Verifier {
                 }
                 return Ok(verdict);
             }
+            crate::metrics::cache(false);
             return match self.load(digest, Some(&info)).await {
                 Ok(verdict) => Ok(verdict),
                 // The database is out of reach: the last known answer is
@@ -465,8 +467,10 @@ impl Verifier {
         if let Some(seen) = self.unknown.get(&digest)
             && seen.elapsed() < FORGET_UNKNOWN_AFTER
         {
+            crate::metrics::cache(true);
             return Ok(Verdict::Inactive);
         }
+        crate::metrics::cache(false);
         self.load(digest, None).await
     }
 
@@ -608,6 +612,24 @@ impl Verifier {
     /// while the invalidation listener is connected.
     pub fn is_listening(&self) -> bool {
         self.listening.load(Ordering::Acquire)
+    }
+
+    /// Why the token with this digest was just refused, for the metrics:
+    /// read from the cached answer (an unknown digest has none).
+    pub fn refusal_reason(&self, digest: &TokenDigest) -> crate::metrics::Outcome {
+        use crate::metrics::Outcome;
+        let Some(info) = self.known.get(digest) else {
+            return Outcome::Unknown;
+        };
+        match info.standing {
+            Standing::Revoked => Outcome::Revoked,
+            Standing::Disabled => Outcome::Disabled,
+            Standing::NotAMember => Outcome::NotAMember,
+            Standing::MemberDisabled => Outcome::MemberDisabled,
+            Standing::NotPermitted => Outcome::NotPermitted,
+            Standing::Live if info.is_active_at(self.clock.unix()) => Outcome::Unknown,
+            Standing::Live => Outcome::Expired,
+        }
     }
 
     /// How many tokens are cached (known ones only).

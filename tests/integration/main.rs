@@ -17,6 +17,7 @@ mod lifecycle;
 mod mail;
 mod mail_deadlines;
 mod mcp_card;
+mod metrics;
 mod notifications;
 mod proxies;
 mod secret_scanning;
