@@ -141,12 +141,12 @@ pub fn report_replaced(state: &AppState, token_id: i64, headers: &HeaderMap, use
 /// Counts the request against the token's budget for its method (for
 /// forward auth, the original request's) and, when it is allowed, records
 /// it as the token's latest use.
-pub fn admit(
+pub async fn admit(
     state: &AppState,
     info: &TokenInfo,
     used: Use<'_>,
 ) -> Result<RateDecision, BearerError> {
-    let decision = state.verifier.admit(info, used);
+    let decision = state.verifier.admit(info, used).await;
     crate::metrics::admitted(&decision);
     if decision.allowed {
         Ok(decision)

@@ -152,7 +152,7 @@ pub async fn self_rotate(
         Ok(found) => found,
         Err(e) => return e.into_response(),
     };
-    let decision = match bearer::admit(&state, &info, used) {
+    let decision = match bearer::admit(&state, &info, used).await {
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };

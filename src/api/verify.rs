@@ -162,7 +162,7 @@ async fn check(
             description: "The access token is restricted to other projects.",
         });
     }
-    let decision = bearer::admit(state, &info, Use { method, path, ip })?;
+    let decision = bearer::admit(state, &info, Use { method, path, ip }).await?;
 
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();

@@ -116,7 +116,7 @@ pub async fn whoami(
         Ok(info) => info,
         Err(e) => return e.into_response(),
     };
-    let decision = match bearer::admit(&state, &info, used) {
+    let decision = match bearer::admit(&state, &info, used).await {
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };

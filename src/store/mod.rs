@@ -14,6 +14,7 @@ pub mod links;
 pub mod orgs;
 pub mod outbox;
 pub mod projects;
+pub mod rate_limits;
 pub mod rotation;
 pub mod server_secrets;
 pub mod sessions;

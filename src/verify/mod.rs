@@ -6,6 +6,8 @@
 //!   Unknown digests are cached too (in a map of their own, so garbage
 //!   cannot push real tokens out).
 //! - [`rate_limit`]: per-token read and write budgets.
+//! - [`cluster`]: on PostgreSQL, those budgets shared by every instance
+//!   through a ledger exchanged every 200 ms.
 //! - [`last_used`]: "last used" coalesced in memory, flushed in batches.
 //! - [`usage`]: both of those for one token, in one entry its cached
 //!   answer points at.
@@ -17,6 +19,7 @@
 //! [`commit_and_invalidate`] does both for a write transaction.
 
 mod cache;
+mod cluster;
 mod last_used;
 mod listener;
 pub mod rate_limit;
@@ -41,7 +44,7 @@ use crate::store::verification::{self, TokenFacts};
 use crate::store::{Backend, Db, StoreError, StoreResult};
 use crate::token::{ScopeSet, TokenDigest};
 use cache::DigestCache;
-use rate_limit::{RateDecision, RequestClass};
+use rate_limit::{Admission, RateDecision, RequestClass};
 pub use usage::Use;
 use usage::{TokenUsage, UsageTable};
 
@@ -389,6 +392,8 @@ pub struct Verifier {
     down_until_ms: AtomicU64,
     epoch: Instant,
     usage: UsageTable,
+    /// On PostgreSQL: budgets are shared with the other instances.
+    cluster: Option<cluster::Cluster>,
     scope_sets: ScopeInterner,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -397,8 +402,9 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(db: Db, config: Arc<Config>, clock: Clock) -> Verifier {
         let (stop, _) = watch::channel(false);
+        let backend = db.backend();
         Verifier {
-            listening: AtomicBool::new(db.backend() == Backend::Sqlite),
+            listening: AtomicBool::new(backend == Backend::Sqlite),
             db,
             config,
             clock,
@@ -408,6 +414,7 @@ impl Verifier {
             down_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             usage: UsageTable::default(),
+            cluster: (backend == Backend::Postgres).then(cluster::Cluster::new),
             scope_sets: ScopeInterner::default(),
             stop,
             tasks: Mutex::new(Vec::new()),
@@ -641,11 +648,44 @@ impl Verifier {
     /// and, if it is allowed, remembers it for the next "last used" flush:
     /// one look at the clock and one lock for both. A refused request is
     /// neither counted nor recorded.
-    pub fn admit(&self, token: &TokenInfo, used: Use<'_>) -> RateDecision {
+    ///
+    /// In a cluster, a request that finds this instance's share used up
+    /// while the cluster may have more waits for an exchange (the only
+    /// time a request waits for the database here).
+    pub async fn admit(&self, token: &TokenInfo, used: Use<'_>) -> RateDecision {
         let class = RequestClass::of_method(used.method);
-        token
-            .usage
-            .admit(class, token.limit_for(class), self.clock.unix_ms(), used)
+        let limit = token.limit_for(class);
+        let Some(cluster) = &self.cluster else {
+            return token.usage.admit(class, limit, self.clock.unix_ms(), used);
+        };
+        let mut may_wait = true;
+        loop {
+            let (admission, want) = token.usage.admit_shared(
+                class,
+                limit,
+                self.clock.unix_ms(),
+                used,
+                cluster.view(),
+                may_wait,
+            );
+            if want {
+                cluster.want(token.token_id);
+            }
+            match admission {
+                Admission::Decided(decision) => return decision,
+                Admission::Exchange => {
+                    cluster.exchanged().await;
+                    // Counted again without waiting: `count` decides.
+                    may_wait = false;
+                }
+            }
+        }
+    }
+
+    /// In a cluster, how many live instances the last exchange counted
+    /// (0 before the first); `None` on SQLite.
+    pub fn cluster_instances(&self) -> Option<u32> {
+        self.cluster.as_ref().map(cluster::Cluster::instances)
     }
 
     /// Writes the pending "last used" entries now. On failure they are kept
@@ -673,6 +713,12 @@ impl Verifier {
             Arc::clone(self),
             self.stop.subscribe(),
         )));
+        if self.cluster.is_some() {
+            tasks.push(tokio::spawn(cluster::run(
+                Arc::clone(self),
+                self.stop.subscribe(),
+            )));
+        }
         if let crate::config::DatabaseUrl::Postgres(url) = &self.config.database_url {
             tasks.push(tokio::spawn(listener::run(
                 Arc::clone(self),

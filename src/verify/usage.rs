@@ -11,7 +11,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::last_used::Pending;
-use super::rate_limit::{RateDecision, RequestClass, Window};
+use super::rate_limit::{Admission, ClusterView, RateDecision, RequestClass, Reservation, Window};
+use crate::store::rate_limits::{Budget, Held, Others};
 use crate::store::verification::LastUse;
 
 const SHARDS: usize = 32;
@@ -25,7 +26,27 @@ pub struct TokenUsage {
 struct State {
     reads: Window,
     writes: Window,
+    /// In a cluster (PostgreSQL), these count instead of the windows:
+    /// reads, then writes.
+    shared: [Reservation; 2],
     pending: Option<Pending>,
+}
+
+/// The ledger's number for a class.
+pub(super) fn class_number(class: RequestClass) -> i32 {
+    match class {
+        RequestClass::Read => 0,
+        RequestClass::Write => 1,
+    }
+}
+
+/// What an exchange gave one budget, applied once it is committed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Granted {
+    pub(super) window_start: i64,
+    pub(super) before: u32,
+    pub(super) reserved: u32,
+    pub(super) others: Others,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,6 +85,114 @@ impl TokenUsage {
         }
         decision
     }
+
+    /// [`TokenUsage::admit`] for an instance of a cluster: counts against
+    /// this instance's reservation (see [`Reservation::count`]). Returns
+    /// whether the token now wants the next exchange, too.
+    pub fn admit_shared(
+        &self,
+        class: RequestClass,
+        limit: u32,
+        now_ms: i64,
+        used: Use<'_>,
+        view: ClusterView,
+        may_wait: bool,
+    ) -> (Admission, bool) {
+        let mut state = lock(&self.state);
+        let reservation = &mut state.shared[class_number(class) as usize];
+        let (admission, want) = reservation.count(class, limit, now_ms, view, may_wait);
+        if let Admission::Decided(d) = admission
+            && d.allowed
+        {
+            Pending::record(
+                &mut state.pending,
+                now_ms.div_euclid(1000),
+                used.method,
+                used.path,
+                used.ip,
+            );
+        }
+        (admission, want)
+    }
+
+    /// For an exchange of the window starting at `window_start`: what this
+    /// instance holds of a budget that wants more, and what the ledger then
+    /// gives it given what `others` hold among `instances` live ones; `None`
+    /// if it wants nothing in that window (any more).
+    pub(super) fn ask(
+        &self,
+        class: i32,
+        window_start: i64,
+        others: Others,
+        instances: u32,
+    ) -> Option<(u32, Granted)> {
+        let state = lock(&self.state);
+        let r = state.shared.get(usize::try_from(class).ok()?)?;
+        if !r.wanted || r.window_start != window_start {
+            return None;
+        }
+        let reserved =
+            super::rate_limit::grant(r.limit, others.reserved, r.used, r.reserved, instances);
+        Some((
+            r.used,
+            Granted {
+                window_start,
+                before: r.reserved,
+                reserved,
+                others,
+            },
+        ))
+    }
+
+    /// Takes what a committed exchange gave (`None`: the exchange failed,
+    /// the budget stays queued).
+    pub(super) fn granted(&self, class: i32, granted: Granted) {
+        let mut state = lock(&self.state);
+        let Some(r) = usize::try_from(class)
+            .ok()
+            .and_then(|c| state.shared.get_mut(c))
+        else {
+            return;
+        };
+        if r.window_start != granted.window_start {
+            return;
+        }
+        r.reserved = r.reserved.max(granted.reserved);
+        r.last_grant = granted.reserved.saturating_sub(granted.before);
+        r.others_used = granted.others.used;
+        r.others_reserved = granted.others.reserved;
+        r.exhausted = granted.others.reserved.saturating_add(r.reserved) >= r.limit;
+        r.wanted = false;
+    }
+
+    /// Gives back what this instance reserved and has not used, for the
+    /// budgets of the window starting at `window_start` not asked for
+    /// since `idle_since_ms`: others may need it. Local at once, so nothing
+    /// more is accepted against it while the ledger learns.
+    fn release_idle(&self, token_id: i64, window_start: i64, idle_since_ms: i64) -> Vec<Held> {
+        let mut state = lock(&self.state);
+        let mut held = Vec::new();
+        for (class, r) in state.shared.iter_mut().enumerate() {
+            if r.window_start == window_start
+                && r.last_request_ms < idle_since_ms
+                && r.reserved > r.used
+                && !r.wanted
+            {
+                r.reserved = r.used;
+                r.last_grant = 0;
+                r.exhausted = false;
+                held.push(Held {
+                    budget: Budget {
+                        token_id,
+                        class: class as i32,
+                    },
+                    used: r.used,
+                    reserved: r.reserved,
+                });
+            }
+        }
+        held
+    }
 }
 
 /// One request's use of a token, as "last used" shows it.
@@ -99,6 +228,27 @@ impl UsageTable {
     /// The token's entry, made if it has none.
     pub fn for_token(&self, token_id: i64) -> Arc<TokenUsage> {
         Arc::clone(lock(self.shard(token_id)).entry(token_id).or_default())
+    }
+
+    /// The token's entry, if it has one.
+    pub(super) fn get(&self, token_id: i64) -> Option<Arc<TokenUsage>> {
+        lock(self.shard(token_id)).get(&token_id).cloned()
+    }
+
+    /// Gives back the unused reservations of budgets idle since
+    /// `idle_since_ms` (see [`TokenUsage::release_idle`]).
+    pub(super) fn release_idle(&self, window_start: i64, idle_since_ms: i64) -> Vec<Held> {
+        let mut held = Vec::new();
+        for shard in self.shards.iter() {
+            let entries: Vec<(i64, Arc<TokenUsage>)> = lock(shard)
+                .iter()
+                .map(|(&id, u)| (id, Arc::clone(u)))
+                .collect();
+            for (id, usage) in entries {
+                held.extend(usage.release_idle(id, window_start, idle_since_ms));
+            }
+        }
+        held
     }
 
     /// Every pending use, taken out (they are pending no more).
@@ -149,6 +299,7 @@ impl UsageTable {
                 Arc::strong_count(usage) > 1
                     || !state.reads.has_ended(now_ms)
                     || !state.writes.has_ended(now_ms)
+                    || state.shared.iter().any(|r| !r.has_ended(now_ms))
                     || state.pending.is_some()
             });
         }

@@ -1,7 +1,9 @@
 //! The bearer side: `GET /api/v2/whoami`, `/auth/verify`, `POST
 //! /oauth/introspect`, and what they share — RFC 6750 errors, rate limits,
-//! last use, and instant revocation (on one instance and across two).
+//! last use, instant revocation (on one instance and across two), and rate
+//! limits shared by three instances.
 
+mod cluster;
 mod forged;
 mod introspect;
 mod last_used;
