@@ -196,6 +196,24 @@ pub async fn wait_until_listening(app: &TestApp) {
     }
 }
 
+/// Asserts `r`'s `RateLimit` is `value` (like `"reads";r=599`) with the
+/// `t` of a window the token just started: 60 on SQLite, where a window
+/// starts with the token's first request; on PostgreSQL, where windows are
+/// minute-aligned across instances, what is left of the minute.
+pub fn assert_fresh_ratelimit(app: &TestApp, r: &reqwest::Response, value: &str) {
+    let got = header(r, "ratelimit").expect("RateLimit header");
+    let (head, t) = got.split_once(";t=").expect("RateLimit with t");
+    assert_eq!(head, value, "{got}");
+    let t: i64 = t.parse().expect("t in seconds");
+    match app.db().backend() {
+        keysmith::store::Backend::Sqlite => assert_eq!(t, 60, "{got}"),
+        keysmith::store::Backend::Postgres => {
+            let left = 60 - app.state.clock.unix_ms().rem_euclid(60_000) / 1000;
+            assert!((left..=left + 1).contains(&t), "{got}, {left} s left");
+        }
+    }
+}
+
 pub fn www_authenticate(r: &reqwest::Response) -> String {
     r.headers()
         .get("www-authenticate")
