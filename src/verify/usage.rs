@@ -453,4 +453,47 @@ mod tests {
         assert_eq!((again[0].at, again[0].path.as_str()), (100, "/a"));
         assert_eq!((again[1].at, again[1].method.as_str()), (200, "DELETE"));
     }
+
+    const LIVE3: ClusterView = ClusterView {
+        instances: 3,
+        healthy: true,
+    };
+    const W0: i64 = 1_700_000_040_000; // a window starts here
+
+    fn shared(usage: &TokenUsage, at: i64) -> bool {
+        let (a, _) = usage.admit_shared(RequestClass::Write, 60, at, GET, LIVE3, false);
+        matches!(a, Admission::Decided(d) if d.allowed)
+    }
+
+    #[test]
+    fn an_exchange_grants_a_share_and_idle_reservations_are_given_back() {
+        let table = UsageTable::default();
+        let usage = table.for_token(1);
+        assert!(shared(&usage, W0));
+        let others = Others {
+            used: 10,
+            reserved: 30,
+        };
+        let (used, granted) = usage.ask(1, W0, others, 3).expect("it wants a share");
+        // 60 - 30 - 1 = 29 left, a third of it (rounded up) on top of 1.
+        assert_eq!((used, granted.reserved), (1, 11));
+        usage.granted(1, granted);
+        assert!(usage.ask(1, W0, others, 3).is_none(), "served");
+        for n in 0..10 {
+            assert!(shared(&usage, W0 + 10 + n), "reserved {n}");
+        }
+        // Reads were not asked about; another window is not this one.
+        assert!(usage.ask(0, W0, others, 3).is_none());
+        assert!(table.release_idle(W0 + 60_000, W0 + 120_000).is_empty());
+        // Running low, it asked again: 60 - 30 - 11 = 19 left, 7 more.
+        let (used, granted) = usage.ask(1, W0, others, 3).expect("it wants more");
+        assert_eq!((used, granted.reserved), (11, 18));
+        usage.granted(1, granted);
+        // Unused and idle, those 7 go back.
+        assert!(table.release_idle(W0, W0 + 10).is_empty(), "not idle yet");
+        let held = table.release_idle(W0, W0 + 5_000);
+        assert_eq!(held.len(), 1);
+        assert_eq!((held[0].used, held[0].reserved), (11, 11));
+        assert_eq!(lock(&usage.state).shared[1].reserved, 11);
+    }
 }
