@@ -453,6 +453,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             state.mail.clone(),
             workers_stopped.clone(),
         ),
+        crate::auth::session::spawn_sweeper(
+            state.db.clone(),
+            state.clock.clone(),
+            state.config.session_idle_timeout,
+            workers_stopped.clone(),
+        ),
     ];
     let metrics = crate::metrics::start(&state, workers_stopped.clone()).await?;
     let metrics_addr = metrics.as_ref().map(|m| m.addr);
