@@ -125,12 +125,17 @@ async fn a_token_can_rotate_only_itself(backend: Backend) {
     )
     .await;
 
-    // There is no way to name another token.
+    // There is no way to name another token (refused in the bearer
+    // routes' error shape).
     let r = rotate(&app, &a.token, Some(json!({ "id": b.id }))).await;
     assert_eq!(r.status(), 422);
     let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["error"], "invalid_request", "{answer}");
     assert!(
-        answer["error"].as_str().unwrap().contains("unknown field"),
+        answer["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field"),
         "{answer}"
     );
     assert_eq!(
