@@ -463,11 +463,15 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(backend: 
         ],
     );
     assert!(ok, "{output}");
+    let first_output = output;
+    let output = &first_output;
     // Every operation but the two was exercised.
-    let (tested, all) = selected(&output);
+    let (tested, all) = selected(output);
     assert_eq!(tested, all - 2, "{output}");
     assert!(output.contains(&format!("Tested: {tested}")), "{output}");
-    assert!(all >= operations - 1, "{operations} documented: {output}");
+    // All documented operations but `GET /api/openapi.json`, the document
+    // schemathesis was given (it leaves that one out).
+    assert_eq!(all, operations - 1, "{operations} documented: {output}");
 
     // Self-rotation with a token of its own (its first success replaces
     // it), and leak reports (unsigned: refused, as documented).
@@ -492,9 +496,11 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer(backend: 
     // The rotation really happened: the token's first secret is gone.
     assert_eq!(app.whoami_status(&rotating).await, 401);
 
-    // Nothing secret reached schemathesis's output.
+    // Nothing secret reached schemathesis's output (it filters what it
+    // knows to be credentials; the server echoes none of them).
     for secret in [&session, &csrf, &token, &rotating] {
         assert!(!output.contains(secret.as_str()));
+        assert!(!first_output.contains(secret.as_str()));
     }
     app.shutdown().await;
 }
