@@ -15,6 +15,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_axe_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_detect_secrets_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_prometheus_tests)");
+    println!("cargo::rustc-check-cfg=cfg(skip_openapi_tests)");
     for var in [
         "CI",
         "KEYSMITH_TEST_POSTGRES_URL",
@@ -106,5 +107,14 @@ fn main() {
     // The metrics tests scrape with a real Prometheus (Debian's package).
     if !found("prometheus") && !Path::new("/usr/bin/prometheus").is_file() {
         println!("cargo::rustc-cfg=skip_prometheus_tests");
+    }
+    // The OpenAPI document is checked with openapi-spec-validator and
+    // schemathesis (PyPI), run as Python modules.
+    let openapi_tools = std::process::Command::new("python3")
+        .args(["-c", "import openapi_spec_validator, schemathesis.cli"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !openapi_tools {
+        println!("cargo::rustc-cfg=skip_openapi_tests");
     }
 }

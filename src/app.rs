@@ -214,10 +214,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(web::health::readyz))
         .route("/static/{*path}", get(web::assets::serve))
         .route("/api/v2/whoami", get(crate::api::whoami::whoami))
-        .route(
-            "/auth/verify",
-            axum::routing::any(crate::api::verify::verify),
-        )
+        .route("/auth/verify", api::verify::route())
+        .route(api::openapi::PATH, get(api::openapi::document))
         .route(api::metadata::PATH, get(api::metadata::metadata))
         .route(api::rotate::PATH, post(api::rotate::self_rotate))
         .route(
@@ -451,6 +449,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             state.db.clone(),
             state.clock.clone(),
             state.mail.clone(),
+            workers_stopped.clone(),
+        ),
+        crate::auth::session::spawn_sweeper(
+            state.db.clone(),
+            state.clock.clone(),
+            state.config.session_idle_timeout,
             workers_stopped.clone(),
         ),
     ];

@@ -13,31 +13,53 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::auth::session::{AuthRejection, SignedIn};
 use crate::error::AppError;
 use crate::request::RequestMeta;
-use crate::service::tokens::{self as ops, ExpiryInput, NewTokenInput, TokenChanges, TokenOpError};
+use crate::service::tokens::{
+    self as ops, ExpiryInput, FieldErrors, NewTokenInput, TokenChanges, TokenOpError,
+};
 use crate::store::tokens::{self as store_tokens, TokenQuery, TokenRecord};
 use crate::web::format::iso;
 use crate::web::pages::no_store;
 
 /// A key as the API shows it (camelCase). `plaintext` only in the creation response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ApiKey)]
 pub struct KeyJson {
     pub id: i64,
     pub label: String,
+    /// The first characters of the token, to recognize it by.
     pub token_prefix: String,
+    /// The scopes granted (not their closure).
     pub scopes: Vec<String>,
+    /// RFC 3339, UTC.
     pub created_at: String,
+    /// RFC 3339, UTC; null for a token that does not expire.
     pub expires_at: Option<String>,
+    /// RFC 3339, UTC; null until the token is first used.
     pub last_used_at: Option<String>,
+    /// False while the token is disabled (paused).
     pub enabled: bool,
+    /// The token itself: only in the answer that created (or regenerated)
+    /// it, never again.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub plaintext: Option<String>,
+}
+
+/// The session API's error body: what went wrong, and for a form that
+/// needs attention, a message per field (by its JSON name).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionError {
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub errors: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl KeyJson {
@@ -57,16 +79,31 @@ impl KeyJson {
 }
 
 pub(crate) fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+    let body = SessionError {
+        error: message.to_string(),
+        errors: None,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// The 422 for fields that need attention, one message each.
+pub(crate) fn field_errors(errors: &FieldErrors) -> Response {
+    let body = SessionError {
+        error: "Some fields need attention.".to_string(),
+        errors: Some(
+            errors
+                .0
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), v.clone()))
+                .collect(),
+        ),
+    };
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
 }
 
 fn op_error(e: TokenOpError) -> Response {
     match e {
-        TokenOpError::Invalid(errors) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": "Some fields need attention.", "errors": errors })),
-        )
-            .into_response(),
+        TokenOpError::Invalid(errors) => field_errors(&errors),
         TokenOpError::NotFound => error(StatusCode::NOT_FOUND, "No such token."),
         TokenOpError::NotAllowed | TokenOpError::Locked(_) => {
             error(StatusCode::FORBIDDEN, &e.to_string())
@@ -111,32 +148,53 @@ pub(crate) async fn session(state: &AppState, headers: &HeaderMap) -> Result<Sig
     }
 }
 
+/// Why a JSON body was not taken: the status and what to fix. Each API
+/// answers it in its own error shape.
+pub(crate) struct BodyError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl BodyError {
+    /// The answer in the session API's shape.
+    pub(crate) fn into_session_response(self) -> Response {
+        error(self.status, &self.message)
+    }
+}
+
 /// Parses a JSON body with messages that say what to fix.
 pub(crate) fn parse_body<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<T, Response> {
+) -> Result<T, BodyError> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !json_type {
-        return Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Send the body as JSON with Content-Type: application/json.",
-        ));
+        return Err(BodyError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: "Send the body as JSON with Content-Type: application/json.".to_string(),
+        });
     }
-    serde_json::from_slice(body).map_err(|e| {
-        let status = if e.is_data() {
+    let not_taken = |e: serde_json::Error| BodyError {
+        status: if e.is_data() {
             StatusCode::UNPROCESSABLE_ENTITY
         } else {
             StatusCode::BAD_REQUEST
-        };
-        error(
-            status,
-            &format!("The body is not what this endpoint takes: {e}."),
-        )
-    })
+        },
+        message: format!("The body is not what this endpoint takes: {e}."),
+    };
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(not_taken)?;
+    // Every body here is an object; serde would also read a struct from
+    // an array of its fields in order (`[null, 60]`), which no client means.
+    if !value.is_object() {
+        return Err(BodyError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: "The body must be a JSON object ({…}).".to_string(),
+        });
+    }
+    T::deserialize(value).map_err(not_taken)
 }
 
 pub(crate) fn parse_id(raw: &str) -> Result<i64, Response> {
@@ -217,6 +275,27 @@ fn parse_paging(query: Option<&str>) -> Result<Paging, Response> {
 /// `GET /api/user/api-keys`: the live keys, newest first, one page at a
 /// time. The body stays a plain array (as before paging); the next page is
 /// in `X-Next-Cursor` and `Link: <…>; rel="next"`, absent on the last page.
+#[utoipa::path(
+    get,
+    path = "/api/user/api-keys",
+    operation_id = "listApiKeys",
+    tag = "session",
+    summary = "The signed-in member's live keys, newest first, a page at a time",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Keys per page (default 50)."),
+        ("cursor" = Option<String>, Query, description = "The `X-Next-Cursor` of the previous page, as is."),
+    ),
+    responses(
+        (status = 200, description = "One page of keys.", body = [KeyJson], headers(
+            ("x-next-cursor" = String, description = "The cursor of the next page; absent on the last page."),
+            ("link" = String, description = "`<…>; rel=\"next\"`: the next page's URL; absent on the last page."),
+        )),
+        (status = 400, description = "A query parameter is out of range, unknown, or a cursor this API did not give out.", body = SessionError),
+        (status = 401, description = "No browser session, or an `Authorization` header (tokens cannot manage tokens).", body = SessionError),
+        (status = 403, description = "The member may not hold tokens.", body = SessionError),
+    ),
+    security(("session" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -269,15 +348,41 @@ pub async fn list(
     response
 }
 
-#[derive(Deserialize)]
+/// A new key. Scopes default to `["read"]`; no `expiresAt` means it does
+/// not expire (where the organization's policy allows that).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = CreateApiKey)]
 pub struct CreateBody {
+    /// 1–100 characters after trimming, unique among the owner's live keys.
+    #[schema(min_length = 1, max_length = 100)]
     label: String,
+    /// Scope names from the deployment's catalogue.
     scopes: Option<Vec<String>>,
+    /// RFC 3339 date-time, or a date (`YYYY-MM-DD`), in the future.
     expires_at: Option<String>,
+    /// Ids of projects of the organization to restrict the key to.
     projects: Option<Vec<i64>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/user/api-keys",
+    operation_id = "createApiKey",
+    tag = "session",
+    summary = "Create a key; its plaintext is in this answer only",
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; `plaintext` is shown this once.", body = KeyJson),
+        (status = 400, description = "The body is not JSON.", body = SessionError),
+        (status = 401, description = "No browser session, or an `Authorization` header.", body = SessionError),
+        (status = 403, description = "The CSRF token or origin was refused, or the member may not hold tokens.", body = SessionError),
+        (status = 415, description = "The body is not sent as `application/json`.", body = SessionError),
+        (status = 422, description = "A field needs attention (`errors` names it), or the member holds too many keys.", body = SessionError),
+        (status = 429, description = "Keys are being created too fast.", body = SessionError, headers(("retry-after" = i64, description = "Seconds to wait."))),
+    ),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -290,7 +395,7 @@ pub async fn create(
     };
     let body: CreateBody = match parse_body(&headers, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_session_response(),
     };
     let input = NewTokenInput {
         label: body.label,
@@ -316,13 +421,38 @@ pub async fn create(
     }
 }
 
-#[derive(Deserialize)]
+/// What to change: at least one of the two.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateApiKey, min_properties = 1)]
 pub struct PatchBody {
+    /// The new label (1–100 characters after trimming, unique).
+    #[schema(nullable = false, min_length = 1, max_length = 100)]
     label: Option<String>,
+    /// False disables (pauses) the key, true enables it again.
+    #[schema(nullable = false)]
     enabled: Option<bool>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/user/api-keys/{id}",
+    operation_id = "updateApiKey",
+    tag = "session",
+    summary = "Rename a key, or disable or enable it",
+    params(("id" = i64, Path, description = "The key's id.")),
+    request_body(content = PatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The key as it is now.", body = KeyJson),
+        (status = 400, description = "The body is not JSON.", body = SessionError),
+        (status = 401, description = "No browser session, or an `Authorization` header.", body = SessionError),
+        (status = 403, description = "The CSRF token or origin was refused, or the member may not manage tokens.", body = SessionError),
+        (status = 404, description = "No such live key of the member.", body = SessionError),
+        (status = 415, description = "The body is not sent as `application/json`.", body = SessionError),
+        (status = 422, description = "Neither field was sent, or one needs attention.", body = SessionError),
+    ),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn update(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -340,7 +470,7 @@ pub async fn update(
     };
     let body: PatchBody = match parse_body(&headers, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_session_response(),
     };
     if body.label.is_none() && body.enabled.is_none() {
         return error(
@@ -365,6 +495,21 @@ pub async fn update(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/user/api-keys/{id}",
+    operation_id = "revokeApiKey",
+    tag = "session",
+    summary = "Revoke a key, for good",
+    params(("id" = i64, Path, description = "The key's id.")),
+    responses(
+        (status = 204, description = "Revoked."),
+        (status = 401, description = "No browser session, or an `Authorization` header.", body = SessionError),
+        (status = 403, description = "The CSRF token or origin was refused, or the member may not manage tokens.", body = SessionError),
+        (status = 404, description = "No such live key of the member.", body = SessionError),
+    ),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     meta: RequestMeta,

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::app::AppState;
 use crate::service::rotation::Sighting;
@@ -25,6 +24,33 @@ pub const REALM: &str = "keysmith";
 
 const INVALID_TOKEN_DESCRIPTION: &str =
     "The access token is invalid, expired, revoked or not allowed to be used.";
+
+/// The JSON body of every bearer refusal (RFC 6750's error codes, plus
+/// `unauthorized`, `rate_limited` and `temporarily_unavailable`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = BearerError)]
+pub struct BearerErrorBody {
+    /// `unauthorized` (no token), `invalid_request`, `invalid_token`,
+    /// `insufficient_scope`, `rate_limited` or `temporarily_unavailable`.
+    pub error: std::borrow::Cow<'static, str>,
+    /// What happened, for a person to read.
+    pub error_description: String,
+    /// For `insufficient_scope`: the scopes the request needs (empty for a
+    /// project refusal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub scope: Option<String>,
+}
+
+impl BearerErrorBody {
+    fn new(error: &'static str, description: impl Into<String>) -> BearerErrorBody {
+        BearerErrorBody {
+            error: error.into(),
+            error_description: description.into(),
+            scope: None,
+        }
+    }
+}
 
 /// Why a bearer request is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,15 +289,15 @@ impl BearerError {
         let (status, body, www) = match &self {
             BearerError::Missing => (
                 StatusCode::UNAUTHORIZED,
-                json!({
-                    "error": "unauthorized",
-                    "error_description": "This endpoint needs an Authorization: Bearer <token> header.",
-                }),
+                BearerErrorBody::new(
+                    "unauthorized",
+                    "This endpoint needs an Authorization: Bearer <token> header.",
+                ),
                 Some(challenge(&[])),
             ),
             BearerError::InvalidRequest(description) => (
                 StatusCode::BAD_REQUEST,
-                json!({ "error": "invalid_request", "error_description": description }),
+                BearerErrorBody::new("invalid_request", *description),
                 Some(challenge(&[
                     ("error", "invalid_request"),
                     ("error_description", description),
@@ -279,7 +305,7 @@ impl BearerError {
             ),
             BearerError::InvalidToken => (
                 StatusCode::UNAUTHORIZED,
-                json!({ "error": "invalid_token", "error_description": INVALID_TOKEN_DESCRIPTION }),
+                BearerErrorBody::new("invalid_token", INVALID_TOKEN_DESCRIPTION),
                 Some(challenge(&[
                     ("error", "invalid_token"),
                     ("error_description", INVALID_TOKEN_DESCRIPTION),
@@ -295,32 +321,31 @@ impl BearerError {
                 }
                 (
                     StatusCode::FORBIDDEN,
-                    json!({
-                        "error": "insufficient_scope",
-                        "error_description": description,
-                        "scope": scope,
-                    }),
+                    BearerErrorBody {
+                        scope: Some(scope.clone()),
+                        ..BearerErrorBody::new("insufficient_scope", *description)
+                    },
                     Some(challenge(&params)),
                 )
             }
             BearerError::RateLimited(d) => (
                 rate_limited_status,
-                json!({
-                    "error": "rate_limited",
-                    "error_description": format!(
+                BearerErrorBody::new(
+                    "rate_limited",
+                    format!(
                         "This token made too many {} this minute; try again in {} seconds.",
                         d.class.policy_name(),
                         d.reset_secs
                     ),
-                }),
+                ),
                 None,
             ),
             BearerError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({
-                    "error": "temporarily_unavailable",
-                    "error_description": "The token store is not answering; try again shortly.",
-                }),
+                BearerErrorBody::new(
+                    "temporarily_unavailable",
+                    "The token store is not answering; try again shortly.",
+                ),
                 None,
             ),
         };

@@ -16,10 +16,10 @@ use axum::extract::rejection::FormRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use super::bearer;
 use crate::app::AppState;
@@ -28,8 +28,12 @@ use crate::request::ClientIp;
 use crate::token::PlainToken;
 use crate::verify::{Unavailable, Use, Verdict};
 
-#[derive(Debug, Deserialize)]
+/// The form a resource server posts.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = IntrospectionRequest)]
 pub struct IntrospectForm {
+    /// The token to check.
+    #[schema(min_length = 1)]
     token: Option<String>,
     /// Accepted and ignored: there is one kind of token.
     #[allow(dead_code)]
@@ -145,10 +149,75 @@ fn client_is_known(headers: &HeaderMap, clients: &[IntrospectionClient]) -> bool
     known.into()
 }
 
+/// RFC 7662's answer. An inactive token gets exactly `{"active": false}`:
+/// every other member is left out.
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[schema(as = Introspection)]
+pub struct Introspection<'a> {
+    pub active: bool,
+    /// The token's effective scopes, space separated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub scope: Option<&'a str>,
+    /// The owner's user id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub sub: Option<String>,
+    /// The owner's email address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub username: Option<&'a str>,
+    /// The owner's display name; left out when the users table holds none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub name: Option<&'a str>,
+    /// When the token was created (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub iat: Option<i64>,
+    /// When it expires (Unix seconds); left out when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub exp: Option<i64>,
+    /// Always `Bearer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub token_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub token_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub label: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub organization_id: Option<i64>,
+    /// The organization's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub organization: Option<&'a str>,
+    /// The names of the projects the token is restricted to (empty: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub projects: Option<Vec<&'a str>>,
+}
+
+/// The JSON body of an introspection refusal (RFC 6749 §5.2 style).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = IntrospectionError)]
+pub struct IntrospectionError<'a> {
+    /// `invalid_client`, `invalid_request` or `temporarily_unavailable`.
+    pub error: &'a str,
+    pub error_description: &'a str,
+}
+
 fn error(status: StatusCode, code: &str, description: &str) -> Response {
     let mut r = (
         status,
-        Json(json!({ "error": code, "error_description": description })),
+        Json(IntrospectionError {
+            error: code,
+            error_description: description,
+        }),
     )
         .into_response();
     r.headers_mut()
@@ -156,13 +225,28 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response {
     r
 }
 
-fn answer(body: Value) -> Response {
+fn answer(body: Introspection<'_>) -> Response {
     let mut r = Json(body).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
+#[utoipa::path(
+    post,
+    path = "/oauth/introspect",
+    operation_id = "introspect",
+    tag = "bearer",
+    summary = "RFC 7662 token introspection, for resource servers",
+    request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Whether the token is active, and if so whose it is and what it may do.", body = Introspection),
+        (status = 400, description = "`invalid_request`: no `token` field in a form body.", body = IntrospectionError),
+        (status = 401, description = "`invalid_client`: no HTTP Basic credentials of a configured client.", body = IntrospectionError, headers(("www-authenticate" = String))),
+        (status = 503, description = "The token store is not answering.", body = IntrospectionError),
+    ),
+    security(("introspection_client" = [])),
+)]
 #[tracing::instrument(name = "introspect", skip_all)]
 pub async fn introspect(
     State(state): State<AppState>,
@@ -197,7 +281,7 @@ pub async fn introspect(
     let Ok(digest) = PlainToken::digest_of_presented(&state.config.token_prefix, token.trim())
     else {
         crate::metrics::verification(crate::metrics::Outcome::Unknown);
-        return answer(json!({ "active": false }));
+        return answer(Introspection::default());
     };
     let verdict = state.verifier.verify_digest(digest).await;
     crate::metrics::verification(crate::metrics::introspected(
@@ -207,7 +291,7 @@ pub async fn introspect(
     ));
     let info = match verdict {
         Ok(Verdict::Active(info)) => info,
-        Ok(Verdict::Inactive) => return answer(json!({ "active": false })),
+        Ok(Verdict::Inactive) => return answer(Introspection::default()),
         Ok(Verdict::Replaced(token_id)) => {
             // A resource server was handed a replaced secret: the owner
             // hears of it (where from is the resource server's address).
@@ -221,7 +305,7 @@ pub async fn introspect(
                     ip,
                 },
             );
-            return answer(json!({ "active": false }));
+            return answer(Introspection::default());
         }
         Err(Unavailable) => {
             let mut r = error(
@@ -234,27 +318,22 @@ pub async fn introspect(
             return r;
         }
     };
-    let mut body = json!({
-        "active": true,
-        "scope": &*info.scopes_str,
-        "sub": info.user_id.to_string(),
-        "username": info.email,
-        "iat": info.created_at,
-        "token_type": "Bearer",
-        "token_id": info.token_id,
-        "label": info.label,
-        "organization_id": info.organization_id,
-        "organization": info.organization_name,
-        "projects": info.projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
-    });
-    if let Some(exp) = info.expires_at {
-        body["exp"] = json!(exp);
-    }
-    // Only where the users table holds one, like `exp`.
-    if let Some(name) = &info.display_name {
-        body["name"] = json!(name);
-    }
-    answer(body)
+    answer(Introspection {
+        active: true,
+        scope: Some(&info.scopes_str),
+        sub: Some(info.user_id.to_string()),
+        username: Some(&info.email),
+        // Only where the users table holds one, like `exp`.
+        name: info.display_name.as_deref(),
+        iat: Some(info.created_at),
+        exp: info.expires_at,
+        token_type: Some("Bearer"),
+        token_id: Some(info.token_id),
+        label: Some(&info.label),
+        organization_id: Some(info.organization_id),
+        organization: Some(&info.organization_name),
+        projects: Some(info.projects.iter().map(|p| p.name.as_str()).collect()),
+    })
 }
 
 /// `GET` (or any method but POST) on the introspection endpoint.

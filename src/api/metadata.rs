@@ -11,7 +11,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 
@@ -20,6 +21,21 @@ use crate::app::AppState;
 /// `/.well-known/oauth-authorization-server/keys`; the proxy that strips
 /// `/keys` maps that URL here (README).
 pub const PATH: &str = "/.well-known/oauth-authorization-server";
+
+/// The document's members (RFC 8414 §2).
+#[derive(Serialize, ToSchema)]
+#[schema(as = OAuthMetadata)]
+pub struct Metadata<'a> {
+    pub issuer: &'a str,
+    pub introspection_endpoint: String,
+    pub introspection_endpoint_auth_methods_supported: &'a [&'a str],
+    /// Empty: Keysmith has no authorization endpoint.
+    pub response_types_supported: &'a [&'a str],
+    /// Empty: Keysmith has no token endpoint.
+    pub grant_types_supported: &'a [&'a str],
+    /// The scope values introspection answers with (`scope`).
+    pub scopes_supported: Vec<&'a str>,
+}
 
 /// The metadata document. `issuer` is `KEYSMITH_PUBLIC_URL` without its
 /// trailing slash: clients compare it with the issuer they were given
@@ -37,19 +53,25 @@ pub const PATH: &str = "/.well-known/oauth-authorization-server";
 /// client libraries tested against this (openid-client 6, Authlib) accept
 /// that. `token_endpoint` (required "unless only the implicit grant type is
 /// supported") is absent: there is no endpoint to name.
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    operation_id = "oauthMetadata",
+    tag = "bearer",
+    summary = "RFC 8414 authorization server metadata: where introspection is",
+    responses((status = 200, description = "The metadata document.", body = Metadata)),
+)]
 #[tracing::instrument(name = "oauth_metadata", skip_all)]
 pub async fn metadata(State(state): State<AppState>) -> Response {
     let issuer = state.config.public_url.as_str().trim_end_matches('/');
-    let scopes: Vec<&str> = state.config.scopes.names().map(|s| s.as_str()).collect();
-    let mut r = Json(json!({
-        "issuer": issuer,
-        "introspection_endpoint": state.config.public_link("/oauth/introspect"),
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
-        "response_types_supported": [],
-        "grant_types_supported": [],
-        // The scope values introspection answers with (`scope`).
-        "scopes_supported": scopes,
-    }))
+    let mut r = Json(Metadata {
+        issuer,
+        introspection_endpoint: state.config.public_link("/oauth/introspect"),
+        introspection_endpoint_auth_methods_supported: &["client_secret_basic"],
+        response_types_supported: &[],
+        grant_types_supported: &[],
+        scopes_supported: state.config.scopes.names().map(|s| s.as_str()).collect(),
+    })
     .into_response();
     // The document changes only with the configuration; a client or cache
     // may keep it a few minutes.

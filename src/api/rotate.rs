@@ -17,9 +17,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::ToSchema;
 
-use super::api_keys::{self, KeyJson};
+use super::api_keys::{self, BodyError, KeyJson, SessionError};
 use super::bearer::{self, BearerError};
 use crate::app::AppState;
 use crate::error::AppError;
@@ -29,9 +29,13 @@ use crate::verify::Use;
 use crate::web::format::iso;
 use crate::web::pages::no_store;
 
-#[derive(Debug, Default, Deserialize)]
+/// Optional: an empty body means a grace period of 0.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = RegenerateApiKey)]
 pub struct RegenerateBody {
+    /// How long the replaced secret keeps working, 0–86400 seconds.
+    #[schema(minimum = 0, maximum = 86400)]
     grace_seconds: Option<i64>,
 }
 
@@ -40,12 +44,13 @@ fn grace_of(raw: Option<i64>) -> Result<GraceSeconds, String> {
     raw.map_or(Ok(GraceSeconds::default()), GraceSeconds::parse)
 }
 
-/// An optional JSON body: nothing (or only whitespace) means the defaults.
+/// An optional JSON body: nothing (or only whitespace), or `null`, means
+/// the defaults.
 fn optional_body<T: Default + serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<T, Response> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+) -> Result<T, BodyError> {
+    if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         return Ok(T::default());
     }
     api_keys::parse_body(headers, body)
@@ -57,17 +62,33 @@ fn rotation_error(e: RotationError) -> Response {
         RotationError::Expired | RotationError::Changed => {
             api_keys::error(StatusCode::CONFLICT, &e.to_string())
         }
-        RotationError::Invalid(errors) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": "Some fields need attention.", "errors": errors })),
-        )
-            .into_response(),
+        RotationError::Invalid(errors) => api_keys::field_errors(&errors),
         RotationError::NotCurrent => api_keys::error(StatusCode::FORBIDDEN, &e.to_string()),
         RotationError::Store(e) => AppError::from(e).into_response(),
     }
 }
 
 /// `POST /api/user/api-keys/{id}/regenerate`.
+#[utoipa::path(
+    post,
+    path = "/api/user/api-keys/{id}/regenerate",
+    operation_id = "regenerateApiKey",
+    tag = "session",
+    summary = "A new secret for a key (the member's own, or as a superuser a member's); same id",
+    params(("id" = i64, Path, description = "The key's id.")),
+    request_body(content = Option<RegenerateBody>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new secret, in `plaintext`, shown this once.", body = KeyJson),
+        (status = 400, description = "The body is not JSON.", body = SessionError),
+        (status = 401, description = "No browser session, or an `Authorization` header.", body = SessionError),
+        (status = 403, description = "The CSRF token or origin was refused, or the key is not the member's to regenerate.", body = SessionError),
+        (status = 404, description = "No such live key.", body = SessionError),
+        (status = 409, description = "The key expired or changed meanwhile.", body = SessionError),
+        (status = 415, description = "A body was sent, but not as `application/json`.", body = SessionError),
+        (status = 422, description = "`graceSeconds` is out of range, or a field needs attention.", body = SessionError),
+    ),
+    security(("session" = [], "csrf" = [])),
+)]
 pub async fn regenerate(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -85,7 +106,7 @@ pub async fn regenerate(
     };
     let body: RegenerateBody = match optional_body(&headers, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return e.into_session_response(),
     };
     let grace = match grace_of(body.grace_seconds) {
         Ok(g) => g,
@@ -101,24 +122,33 @@ pub async fn regenerate(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Optional: an empty body means a grace period of 0 and the same
+/// lifetime as before.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schema(as = SelfRotate)]
 pub struct SelfRotateBody {
+    /// How long the replaced secret keeps working, 0–86400 seconds.
+    #[schema(minimum = 0, maximum = 86400)]
     grace_seconds: Option<i64>,
     /// RFC 3339; absent or null: as long as the current secret was issued
     /// for, within the organization's policy.
     expires_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// The rotated token: the create shape, with the new secret.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Rotated {
+pub struct Rotated {
     id: i64,
     label: String,
     token_prefix: String,
     scopes: Vec<String>,
+    /// RFC 3339, UTC: when the token (not this secret) was created.
     created_at: String,
+    /// The new secret, shown this once.
     plaintext: String,
+    /// RFC 3339, UTC; null for a token that does not expire.
     expires_at: Option<String>,
 }
 
@@ -126,7 +156,11 @@ struct Rotated {
 fn invalid_request(status: StatusCode, description: &str) -> Response {
     let mut r = (
         status,
-        Json(json!({ "error": "invalid_request", "error_description": description })),
+        Json(bearer::BearerErrorBody {
+            error: "invalid_request".into(),
+            error_description: description.to_string(),
+            scope: None,
+        }),
     )
         .into_response();
     r.headers_mut()
@@ -136,6 +170,28 @@ fn invalid_request(status: StatusCode, description: &str) -> Response {
 
 /// `POST /api/v2/tokens/self/rotate`: the bearer token replaces its own
 /// secret. It counts as a write against the token's budget.
+#[utoipa::path(
+    post,
+    path = "/api/v2/tokens/self/rotate",
+    operation_id = "rotateSelf",
+    tag = "bearer",
+    summary = "The bearer token replaces its own secret; same id",
+    request_body(content = Option<SelfRotateBody>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new secret, in `plaintext`, shown this once.", body = Rotated, headers(
+            ("ratelimit-policy" = String, description = "The token's write budget (IETF ratelimit-headers draft)."),
+            ("ratelimit" = String, description = "What is left of it."),
+        )),
+        (status = 400, description = "The request is malformed (`invalid_request`), e.g. the body is not JSON or the Authorization header is repeated.", body = bearer::BearerErrorBody),
+        (status = 401, description = "No bearer token, or one that cannot be used (`invalid_token`).", body = bearer::BearerErrorBody),
+        (status = 403, description = "The presented secret is one already replaced (in its grace period).", body = bearer::BearerErrorBody),
+        (status = 409, description = "The token expired or changed meanwhile.", body = bearer::BearerErrorBody),
+        (status = 415, description = "A body was sent, but not as `application/json`.", body = bearer::BearerErrorBody),
+        (status = 422, description = "`graceSeconds` or `expiresAt` is not acceptable (`error_description` says why).", body = bearer::BearerErrorBody),
+        (status = 429, description = "The token's write budget is spent.", body = bearer::BearerErrorBody, headers(("retry-after" = i64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(name = "self_rotate", skip_all)]
 pub async fn self_rotate(
     State(state): State<AppState>,
@@ -158,7 +214,7 @@ pub async fn self_rotate(
     };
     let body: SelfRotateBody = match optional_body(&headers, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return invalid_request(e.status, &e.message),
     };
     let grace = match grace_of(body.grace_seconds) {
         Ok(g) => g,
@@ -182,6 +238,9 @@ pub async fn self_rotate(
                     StatusCode::FORBIDDEN,
                     &RotationError::NotCurrent.to_string(),
                 );
+            }
+            Err(e @ (RotationError::Expired | RotationError::Changed)) => {
+                return invalid_request(StatusCode::CONFLICT, &e.to_string());
             }
             Err(e) => return rotation_error(e),
         };

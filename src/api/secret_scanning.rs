@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-use super::api_keys::error;
+use super::api_keys::{SessionError, error};
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::request::RequestMeta;
@@ -46,6 +46,26 @@ fn signature_error(e: &SignatureError) -> Response {
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/secret-scanning/reports",
+    operation_id = "secretScanningReports",
+    tag = "secret-scanning",
+    summary = "Leaked-token reports in GitHub's secret scanning partner format",
+    params(
+        ("github-public-key-identifier" = String, Header, description = "Which of the reporter's keys signed the body."),
+        ("github-public-key-signature" = String, Header, description = "Base64 of the ECDSA (P-256, SHA-256) DER signature over the raw body."),
+    ),
+    request_body(content = Vec<leaks::Reported>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One verdict per reported match, in order; genuine tokens are revoked.", body = Vec<leaks::Verdict>),
+        (status = 400, description = "The body is not JSON. Nothing was revoked.", body = SessionError),
+        (status = 401, description = "The signature is missing or not accepted. Nothing was revoked.", body = SessionError),
+        (status = 404, description = "Reports are not enabled (`KEYSMITH_SECRET_SCANNING_KEYS` is not set).", body = SessionError),
+        (status = 422, description = "The JSON is not an array of reports (or holds too many). Nothing was revoked.", body = SessionError),
+        (status = 503, description = "The reporter's public keys cannot be loaded right now.", body = SessionError, headers(("retry-after" = i64, description = "Seconds to wait."))),
+    ),
+)]
 pub async fn reports(
     State(state): State<AppState>,
     Extension(Reports(ring)): Extension<Reports>,

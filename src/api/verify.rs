@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::bearer::{self, BearerError};
+use super::bearer::{self, BearerError, BearerErrorBody};
 use crate::app::AppState;
 use crate::request::ClientIp;
 use crate::verify::{IDENTITY_HEADERS, TokenInfo, Use};
@@ -102,6 +102,66 @@ fn carries_identity_headers(headers: &HeaderMap) -> bool {
     })
 }
 
+/// The methods `/auth/verify` answers: those a forward-auth proxy uses
+/// (Traefik and Caddy send GET; nginx `auth_request` passes the original
+/// request's method on). Others (TRACE, CONNECT, extension methods) get 405.
+pub const METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// The route: [`verify`] for each of [`METHODS`].
+pub fn route() -> axum::routing::MethodRouter<AppState> {
+    METHODS
+        .iter()
+        .filter_map(|m| axum::routing::MethodFilter::try_from(m.clone()).ok())
+        .fold(axum::routing::MethodRouter::new(), |r, filter| {
+            r.on(filter, verify)
+        })
+}
+
+/// Documented for GET; the document repeats the operation for each of
+/// [`METHODS`] (see `api::openapi`).
+#[utoipa::path(
+    get,
+    path = "/auth/verify",
+    operation_id = "verify",
+    tag = "bearer",
+    summary = "Forward auth: may this bearer token make the original request?",
+    params(
+        ("scope" = Option<String>, Query, description = "Space-separated scopes the request needs (all of them, through their closure)."),
+        ("project" = Option<String>, Query, description = "The project, by name, the request is for."),
+        ("x-forwarded-method" = Option<String>, Header, description = "The original request's method (Traefik, Caddy). Must agree with `X-Original-Method` when both are sent."),
+        ("x-forwarded-uri" = Option<String>, Header, description = "The original request's URI (Traefik, Caddy). Must agree with `X-Original-URI` when both are sent."),
+        ("x-original-method" = Option<String>, Header, description = "The original request's method (nginx)."),
+        ("x-original-uri" = Option<String>, Header, description = "The original request's URI (nginx)."),
+    ),
+    responses(
+        (status = 200, description = "Yes. The identity headers are for the upstream.", headers(
+            ("x-keysmith-user" = String, description = "The owner's user id."),
+            ("x-keysmith-email" = String, description = "The owner's email address."),
+            ("x-keysmith-org" = String, description = "The organization's id."),
+            ("x-keysmith-scopes" = String, description = "The token's effective scopes, space separated."),
+            ("x-keysmith-token-id" = String, description = "The token's id."),
+            ("x-keysmith-token-label" = String, description = "The token's label, percent-encoded UTF-8."),
+            ("x-keysmith-user-name" = String, description = "The owner's display name (or email), percent-encoded UTF-8."),
+            ("ratelimit-policy" = String, description = "The budget the original method uses."),
+            ("ratelimit" = String, description = "What is left of it."),
+            ("keysmith-token-expires" = String, description = "RFC 3339, UTC: when the presented secret stops working; only for a token that expires."),
+        )),
+        (status = 400, description = "`invalid_request`: the query string is not understood, the X-Forwarded-* and X-Original-* headers disagree, repeat or are not text (an empty value counts as absent, but still disagrees with a non-empty one of the other family), the request carries X-Keysmith-* headers, or the Authorization header is malformed or repeated.", body = BearerErrorBody),
+        (status = 401, description = "No bearer token, or one that cannot be used (`invalid_token`).", body = BearerErrorBody),
+        (status = 403, description = "`insufficient_scope`: the token lacks a scope or the project (or, with `KEYSMITH_VERIFY_429_AS_403`, it is rate limited).", body = BearerErrorBody),
+        (status = 429, description = "The token's budget for the original method is spent.", body = BearerErrorBody, headers(("retry-after" = i64, description = "Seconds to wait."))),
+        (status = 503, description = "The token store is not answering.", body = BearerErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(name = "verify", skip_all)]
 pub async fn verify(
     State(state): State<AppState>,

@@ -7,22 +7,25 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 
-use super::bearer;
+use super::bearer::{self, BearerErrorBody};
 use crate::app::AppState;
 use crate::request::ClientIp;
 use crate::store::from_unix;
 use crate::verify::{TokenInfo, Use};
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Whoami)]
 pub struct Whoami<'a> {
     user: UserView<'a>,
     organization: OrganizationView<'a>,
     token: TokenView<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = WhoamiUser)]
 struct UserView<'a> {
     id: i64,
     email: &'a str,
@@ -30,19 +33,22 @@ struct UserView<'a> {
     name: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = WhoamiOrganization)]
 struct OrganizationView<'a> {
     id: i64,
     name: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = WhoamiToken)]
 struct TokenView<'a> {
     id: i64,
     label: &'a str,
     token_prefix: &'a str,
     /// What the token may do: its granted scopes and everything they include.
+    #[schema(value_type = Vec<String>)]
     scopes: &'a crate::token::ScopeSet,
     /// Empty when the token is not restricted to projects.
     projects: Vec<ProjectView<'a>>,
@@ -50,7 +56,8 @@ struct TokenView<'a> {
     expires_at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = WhoamiProject)]
 struct ProjectView<'a> {
     id: i64,
     name: &'a str,
@@ -101,6 +108,25 @@ fn body(info: &TokenInfo) -> Bytes {
         .clone()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v2/whoami",
+    operation_id = "whoami",
+    tag = "bearer",
+    summary = "Who the bearer token belongs to and what it may do",
+    responses(
+        (status = 200, description = "The token's owner, organization and powers.", body = Whoami, headers(
+            ("ratelimit-policy" = String, description = "The token's read budget (IETF ratelimit-headers draft)."),
+            ("ratelimit" = String, description = "What is left of it."),
+            ("keysmith-token-expires" = String, description = "RFC 3339, UTC: when the presented secret stops working; only for a token that expires."),
+        )),
+        (status = 400, description = "The Authorization header is malformed or repeated (`invalid_request`).", body = BearerErrorBody),
+        (status = 401, description = "No bearer token, or one that cannot be used (`invalid_token`).", body = BearerErrorBody),
+        (status = 429, description = "The token's read budget is spent.", body = BearerErrorBody, headers(("retry-after" = i64, description = "Seconds to wait."))),
+        (status = 503, description = "The token store is not answering.", body = BearerErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 #[tracing::instrument(name = "whoami", skip_all)]
 pub async fn whoami(
     State(state): State<AppState>,

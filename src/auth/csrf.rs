@@ -156,6 +156,8 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
     };
     let expected = derive(&state.csrf_key, &seed);
     let htmx = request.headers().contains_key("hx-request");
+    // The JSON routes refuse in JSON, like everything else they answer.
+    let json = request.uri().path().starts_with("/api/");
     let mut request = request;
 
     // Browser routes act with the session. A bearer token is never a way in:
@@ -183,6 +185,7 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
         if !origin_allowed(config, &request) {
             return forbidden(
                 htmx,
+                json,
                 "This request came from another site, so it was refused.",
             );
         }
@@ -196,8 +199,11 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
             None if is_form(&request) => {
                 let (parts, body) = request.into_parts();
                 let Ok(bytes) = to_bytes(body, FORM_LIMIT).await else {
-                    return (StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.")
-                        .into_response();
+                    let message = "The form is too large.";
+                    if json {
+                        return json_error(StatusCode::PAYLOAD_TOO_LARGE, message);
+                    }
+                    return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
                 };
                 let token = form_urlencoded_field(&bytes, "csrf_token");
                 request = Request::from_parts(parts, Body::from(bytes));
@@ -213,6 +219,7 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
             }
             return forbidden(
                 htmx,
+                json,
                 "This form has expired or is missing its security token. Reload the page and try again.",
             );
         }
@@ -243,7 +250,15 @@ fn form_urlencoded_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-fn forbidden(htmx: bool, message: &str) -> Response {
+/// A refusal in the session API's error shape (`{"error": "…"}`).
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn forbidden(htmx: bool, json: bool, message: &str) -> Response {
+    if json {
+        return json_error(StatusCode::FORBIDDEN, message);
+    }
     let body = if htmx {
         format!("<div class=\"alert alert-error\" role=\"alert\">{message}</div>")
     } else {

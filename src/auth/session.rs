@@ -258,6 +258,35 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
+/// Sessions ended per sweep; the next sweep takes the rest.
+const SWEEP_BATCH: i64 = 500;
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Every minute, ends the sessions that ran out without their cookie coming
+/// back, so each session's end is in the audit log (and its row gone) even
+/// when the browser never returns.
+pub fn spawn_sweeper(
+    db: crate::store::Db,
+    clock: crate::clock::Clock,
+    idle: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let idle = i64::try_from(idle.as_secs()).unwrap_or(i64::MAX);
+    tokio::spawn(async move {
+        loop {
+            match sessions::sweep_expired(&db, clock.unix(), idle, SWEEP_BATCH).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "ended sessions that ran out"),
+                Err(e) => tracing::warn!(error = %e, "session sweep: will try again"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(SWEEP_EVERY) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

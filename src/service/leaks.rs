@@ -268,11 +268,15 @@ pub const MAX_REPORTS: usize = 1000;
 
 /// One reported match, as GitHub sends it. Fields GitHub may add later
 /// are ignored rather than refused.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = SecretScanningReport)]
 pub struct Reported {
+    /// The matched text.
     token: String,
+    /// The pattern's name, echoed back.
     #[serde(rename = "type", default)]
     token_type: String,
+    /// Where it was found, echoed back and named in the owner's email.
     #[serde(default)]
     url: String,
     #[serde(default)]
@@ -349,8 +353,9 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     format!("{what} at line {} column {}", e.line(), e.column())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = SecretScanningLabel)]
 pub enum Label {
     /// A genuine Keysmith token, whatever its state now.
     TruePositive,
@@ -358,7 +363,8 @@ pub enum Label {
 }
 
 /// The answer for one reported match.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = SecretScanningVerdict)]
 pub struct Verdict {
     pub token_hash: String,
     pub token_type: String,

@@ -28,6 +28,10 @@ use crate::verify::commit_and_invalidate;
 pub const MAX_PER_MINUTE: i64 = 1_000_000;
 pub const MAX_LIFETIME_DAYS: i64 = 3650;
 const MAX_PROJECT_NAME: usize = 100;
+/// The most projects an organization can have, archived ones included: every
+/// create form lists the active ones and the Team page lists them all, so
+/// the count is bounded like every other list a page shows.
+pub const MAX_PROJECTS: i64 = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TeamOpError {
@@ -877,6 +881,15 @@ pub async fn add_project(
     require_superuser(who)?;
     let name = project_name(raw_name)?;
     let org = who.organization_id();
+    if projects::count(&state.db, org).await? >= MAX_PROJECTS {
+        return Err(invalid(
+            "project",
+            format!(
+                "This organization has {MAX_PROJECTS} projects, the most it can have. \
+                 Rename an archived project to use it again."
+            ),
+        ));
+    }
     let now = state.clock.unix();
     project_write(state, who, meta, "project.created", &name, async |tx| {
         projects::create(tx, org, &name, now).await.map(|_| true)

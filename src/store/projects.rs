@@ -31,6 +31,15 @@ pub async fn list_active(db: &Db, organization_id: i64) -> StoreResult<Vec<Proje
         .collect())
 }
 
+/// How many projects the organization has, archived ones included.
+pub async fn count(db: &Db, organization_id: i64) -> StoreResult<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM projects WHERE organization_id = $1")
+        .bind(organization_id)
+        .fetch_one(db.pool())
+        .await?;
+    Ok(n)
+}
+
 pub async fn create(
     conn: &mut AnyConnection,
     organization_id: i64,

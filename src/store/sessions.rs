@@ -222,6 +222,29 @@ pub async fn end_if_expired(
     Ok(true)
 }
 
+/// Ends up to `limit` sessions that ran out (idle or past their lifetime)
+/// whose cookie never came back, each on record as [`end_if_expired`] does.
+/// Safe on several instances at once: each row is deleted, and its end
+/// recorded, by whichever gets it first. Returns how many it ended.
+pub async fn sweep_expired(db: &Db, now: i64, idle_seconds: i64, limit: i64) -> StoreResult<usize> {
+    let hashes: Vec<(String,)> = sqlx::query_as(
+        "SELECT id_hash FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2 \
+         ORDER BY last_seen_at LIMIT $3",
+    )
+    .bind(now)
+    .bind(now - idle_seconds)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    let mut ended = 0;
+    for (hash,) in hashes {
+        if end_if_expired(db, &hash, now, idle_seconds).await? {
+            ended += 1;
+        }
+    }
+    Ok(ended)
+}
+
 /// Ends the session whose cookie value hashes to `id_hash`, if any.
 pub async fn delete_by_hash(db: &Db, id_hash: &str) -> StoreResult<()> {
     sqlx::query("DELETE FROM sessions WHERE id_hash = $1")

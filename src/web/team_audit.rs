@@ -455,8 +455,7 @@ pub async fn csv(
                 let Some(before) = next else {
                     return Ok(None);
                 };
-                let events =
-                    store_team::audit_events_before(&db, org, &f, before, CSV_CHUNK).await;
+                let events = store_team::audit_events_before(&db, org, &f, before, CSV_CHUNK).await;
                 let events = events.inspect_err(|e| {
                     tracing::error!(error = %e, "the audit export stopped: the log could not be read");
                 })?;
@@ -467,8 +466,8 @@ pub async fn csv(
                 for e in &events {
                     csv_line(&mut out, e);
                 }
-                let more = (events.len() as i64 == CSV_CHUNK)
-                    .then(|| events.last().map(|e| (e.at, e.id)));
+                let more =
+                    (events.len() as i64 == CSV_CHUNK).then(|| events.last().map(|e| (e.at, e.id)));
                 if out.is_empty() {
                     return Ok(None);
                 }

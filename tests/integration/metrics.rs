@@ -200,13 +200,26 @@ async fn prometheus_scrapes_outcomes_routes_rate_limits_and_the_outbox(backend: 
                 format!("smtp://127.0.0.1:{}", free_port()),
             )
             .env("KEYSMITH_READS_PER_MINUTE", "5")
+            .env("KEYSMITH_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("keysmith.log")).unwrap())
             .spawn()
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{main_port}");
     wait_for_http(&format!("{base}/healthz")).await;
+    if backend == Backend::Postgres {
+        // Until the invalidation listener is connected the cache is not
+        // trusted (every lookup is a miss), which the counts below assume.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(dir.path().join("keysmith.log"))
+            .unwrap_or_default()
+            .contains("listening for token invalidations")
+        {
+            assert!(Instant::now() < deadline, "the listener never connected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     let client = reqwest::Client::new();
     let whoami = |token: String| {

@@ -10,6 +10,7 @@ backend_tests!(
     csrf_tokens_are_keyed_with_a_server_secret_that_survives_a_restart,
     every_authenticated_answer_says_no_store,
     sign_in_sign_out_and_session_end_are_in_the_audit_log,
+    a_session_that_ran_out_ends_on_record_without_its_cookie,
 );
 
 async fn bootstrap(app: &TestApp, email: &str) {
@@ -271,5 +272,65 @@ async fn sign_in_sign_out_and_session_end_are_in_the_audit_log(backend: Backend)
         .unwrap();
     assert_eq!(page.matches("title=\"session.").count(), 1);
     assert!(page.contains(">idle<"), "why it ended");
+    app.shutdown().await;
+}
+
+/// A browser that never comes back still has its session ended on record:
+/// the sweep (at start-up, then every minute) deletes the row and logs the
+/// end, once, whichever instance gets to it.
+async fn a_session_that_ran_out_ends_on_record_without_its_cookie(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("KEYSMITH_SESSION_IDLE_MINUTES", "30")]).await;
+    let b = app.signed_in_superuser("ada@example.com").await;
+    let ada = b.user.id;
+    // Last seen two hours ago: idle for longer than 30 minutes.
+    let two_hours_ago = app.state.clock.unix() - 2 * 3600;
+    sqlx::query("UPDATE sessions SET last_seen_at = $1")
+        .bind(two_hours_ago)
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    let app = app.restart().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep never ended the session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ended = |events: Vec<(String, Option<String>, Option<i64>)>| {
+        events
+            .into_iter()
+            .filter(|e| e.0 == "session.expired")
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ended(session_events(&app, ada).await),
+        [(
+            "session.expired".to_string(),
+            Some("idle".to_string()),
+            None
+        )]
+    );
+    // Its cookie coming back later finds nothing and records nothing more.
+    assert_eq!(app.get("/team").await.status(), 303, "signed out");
+    // A second sweep finds nothing either.
+    let idle = 30 * 60;
+    let n = keysmith::store::sessions::sweep_expired(app.db(), app.state.clock.unix(), idle, 500)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(
+        ended(session_events(&app, ada).await).len(),
+        1,
+        "recorded once"
+    );
     app.shutdown().await;
 }

@@ -173,6 +173,17 @@ async fn create_rejects_bad_input_and_creates_nothing(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 415);
+    // An array of the fields in order is not an object (serde alone would
+    // read it as one).
+    for body in ["[\"from an array\", null, null, null]", "\"a\"", "null"] {
+        let r = raw(body, "application/json").await.unwrap();
+        assert_eq!(r.status(), 422, "{body}");
+        let answer: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            answer["error"].as_str().unwrap().contains("JSON object"),
+            "{body}: {answer}"
+        );
+    }
     assert_eq!(key_count(&app).await, 0, "nothing was created");
     app.shutdown().await;
 }
@@ -219,7 +230,7 @@ async fn create_rejects_duplicate_label_among_live_tokens(backend: Backend) {
 async fn api_keys_need_a_session_csrf_and_no_bearer_token() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     app.signed_in_superuser("ada@example.com").await;
-    let (_, token) = app.create_key("mine").await;
+    let (id, token) = app.create_key("mine").await;
 
     // No session: 401 JSON.
     let r = new_client()
@@ -255,15 +266,64 @@ async fn api_keys_need_a_session_csrf_and_no_bearer_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    // CSRF header required for changes.
+    // CSRF header required for changes; the refusal is JSON, like every
+    // answer of this API, on every route of it.
+    for (method, path) in [
+        (Method::POST, "/api/user/api-keys".to_string()),
+        (Method::PATCH, format!("/api/user/api-keys/{id}")),
+        (Method::DELETE, format!("/api/user/api-keys/{id}")),
+        (Method::POST, format!("/api/user/api-keys/{id}/regenerate")),
+    ] {
+        for csrf in [None, Some("0123abcd")] {
+            let mut req = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .json(&json!({ "label": "x" }));
+            if let Some(csrf) = csrf {
+                req = req.header("x-csrf-token", csrf);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 403, "{method} {path}");
+            assert_eq!(
+                r.headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok()),
+                Some("application/json"),
+                "{method} {path}"
+            );
+            let answer: serde_json::Value = r.json().await.unwrap();
+            assert!(
+                answer["error"].as_str().unwrap().contains("security token"),
+                "{answer}"
+            );
+        }
+    }
+    // From another site: refused in JSON too.
+    let csrf = app.csrf_with(&app.client, "/settings/api-tokens").await;
     let r = app
         .client
         .post(app.url("/api/user/api-keys"))
+        .header("x-csrf-token", csrf)
+        .header("origin", "https://evil.example")
         .json(&json!({ "label": "x" }))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        answer["error"].as_str().unwrap().contains("another site"),
+        "{answer}"
+    );
+    assert_eq!(
+        app.api(Method::GET, "/api/user/api-keys", None)
+            .await
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()[0]["label"],
+        "mine",
+        "nothing was renamed"
+    );
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_tokens")
         .fetch_one(app.db().pool())
         .await

@@ -90,6 +90,23 @@ async fn regenerate_without_grace_replaces_the_secret_and_keeps_the_token(backen
     wait_for_subject(&app, "ada@example.com", "“deploy” was regenerated").await;
     assert_stored_nowhere(&app, backend, &new).await;
     assert_stored_nowhere(&app, backend, &old).await;
+
+    // The body is optional: JSON `null` means the defaults too.
+    let r = regenerate(&app, id, Some(Value::Null)).await;
+    assert_eq!(r.status(), 201);
+    let third: Value = r.json().await.unwrap();
+    assert_eq!(third["id"], created["id"]);
+    assert_eq!(
+        whoami(&app, &new).await.status(),
+        401,
+        "no grace by default"
+    );
+    assert_eq!(
+        whoami(&app, third["plaintext"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
     app.shutdown().await;
 }
 

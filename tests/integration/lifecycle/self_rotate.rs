@@ -125,12 +125,17 @@ async fn a_token_can_rotate_only_itself(backend: Backend) {
     )
     .await;
 
-    // There is no way to name another token.
+    // There is no way to name another token (refused in the bearer
+    // routes' error shape).
     let r = rotate(&app, &a.token, Some(json!({ "id": b.id }))).await;
     assert_eq!(r.status(), 422);
     let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["error"], "invalid_request", "{answer}");
     assert!(
-        answer["error"].as_str().unwrap().contains("unknown field"),
+        answer["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field"),
         "{answer}"
     );
     assert_eq!(
@@ -152,7 +157,8 @@ async fn a_token_can_rotate_only_itself(backend: Backend) {
             .any(|(action, ..)| action == "token.rotated")
     );
 
-    // Bad bodies: 422 or 400 with what to fix, nothing changed.
+    // Bad bodies: 422, 415 or 400 with what to fix, in the bearer routes'
+    // error shape, nothing changed.
     let current = body["plaintext"].as_str().unwrap().to_string();
     for (body, status, says) in [
         (json!({ "graceSeconds": 100_000 }), 422, "from 0 to 86400"),
@@ -163,22 +169,40 @@ async fn a_token_can_rotate_only_itself(backend: Backend) {
             422,
             "future",
         ),
+        (json!({ "id": 3 }), 422, "unknown field"),
+        // serde would read a struct from an array of its fields.
+        (json!([null, null]), 422, "JSON object"),
+        (json!([60]), 422, "JSON object"),
     ] {
         let r = rotate(&app, &current, Some(body.clone())).await;
         assert_eq!(r.status(), status, "{body}");
         let answer: Value = r.json().await.unwrap();
-        let text = answer.to_string();
-        assert!(text.contains(says), "{body}: {text}");
+        assert_eq!(answer["error"], "invalid_request", "{body}: {answer}");
+        let description = answer["error_description"].as_str().unwrap_or_default();
+        assert!(description.contains(says), "{body}: {answer}");
     }
-    let r = new_client()
-        .post(app.url("/api/v2/tokens/self/rotate"))
-        .bearer_auth(&current)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    for (content_type, body, status) in [
+        ("application/json", "{not json", 400),
+        ("text/plain", "{\"graceSeconds\": 5}", 415),
+    ] {
+        let r = new_client()
+            .post(app.url("/api/v2/tokens/self/rotate"))
+            .bearer_auth(&current)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{content_type} {body}");
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["error"], "invalid_request", "{answer}");
+        assert!(
+            answer["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{answer}"
+        );
+    }
     assert_eq!(whoami(&app, &current).await.status(), 200);
     app.shutdown().await;
 }

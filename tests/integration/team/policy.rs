@@ -14,6 +14,7 @@ backend_tests!(
     a_rate_limit_change_applies_on_the_next_request,
     a_scope_cap_narrows_whoami_and_forward_auth_on_the_next_request,
     projects_are_added_renamed_and_archived,
+    an_organization_holds_at_most_max_projects,
 );
 
 async fn lifetime_and_scope_caps_refuse_creation_with_the_policy_message(backend: Backend) {
@@ -254,6 +255,36 @@ async fn projects_are_added_renamed_and_archived(backend: Backend) {
     assert_eq!(
         projects::list_active(app.db(), org.id).await.unwrap().len(),
         1
+    );
+    app.shutdown().await;
+}
+
+/// The project list is bounded: past the cap a new project gets a message
+/// and nothing is added; archived projects count, and renaming one is the
+/// way to use it again.
+async fn an_organization_holds_at_most_max_projects(backend: Backend) {
+    use keysmith::service::team::MAX_PROJECTS;
+    let app = TestApp::spawn(backend).await;
+    let org = superuser(&app).await;
+    let mut tx = app.db().begin().await.unwrap();
+    for i in 0..MAX_PROJECTS {
+        projects::create(&mut tx, org.id, &format!("project {i:03}"), 0)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let r = team_post(&app, "/team/projects", &[("name", "one more")], true).await;
+    assert_eq!(r.status(), 422);
+    let body = text(r).await;
+    assert!(
+        body.contains(&format!(
+            "This organization has {MAX_PROJECTS} projects, the most it can have."
+        )),
+        "{body}"
+    );
+    assert_eq!(
+        projects::count(app.db(), org.id).await.unwrap(),
+        MAX_PROJECTS
     );
     app.shutdown().await;
 }
