@@ -219,6 +219,7 @@ pub async fn introspect(
                     method: "POST",
                     path: "/oauth/introspect",
                     ip,
+                    user_agent: None,
                 },
             );
             return answer(json!({ "active": false }));
