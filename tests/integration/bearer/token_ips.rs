@@ -10,8 +10,8 @@ use std::time::Duration;
 use mail_parser::MessageParser;
 
 use super::{Minted, Spec, member, mint};
-use crate::backend_tests;
 use crate::harness::{Backend, SmtpServer, TestApp, new_client};
+use crate::{backend_tests, postgres_only_tests};
 
 backend_tests!(
     the_last_five_addresses_are_kept_with_first_and_last_seen,
@@ -32,6 +32,8 @@ mod smtp {
         a_new_address_emails_the_owner_at_most_once_an_hour,
     );
 }
+
+postgres_only_tests!(two_instances_seeing_the_same_new_address_send_one_alert);
 
 const AGENT: &str = "deploy-bot/2.1";
 const DAY: u64 = 24 * 3600;
@@ -460,4 +462,42 @@ async fn a_new_address_emails_the_owner_at_most_once_an_hour(backend: Backend) {
     );
     assert_eq!(events[0].1.as_deref(), Some("PATCH /tickets/7"));
     app.shutdown().await;
+}
+
+async fn two_instances_seeing_the_same_new_address_send_one_alert() {
+    let vars = [("KEYSMITH_TRUSTED_PROXIES", "127.0.0.1")];
+    let a = TestApp::spawn_with(Backend::Postgres, &vars).await;
+    let url = a.state.config.database_url.connect_url().to_string();
+    let b = TestApp::spawn_with(
+        Backend::Postgres,
+        &[
+            ("DATABASE_URL", &url),
+            ("KEYSMITH_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let org = super::org(&a).await;
+    let t = super::owner_token(&a, &org).await;
+    whoami_from(&a, &t.token, "203.0.113.1").await;
+    flush(&a).await;
+    // Both see the same new address and flush at the same moment.
+    for _ in 0..5 {
+        whoami_from(&a, &t.token, "198.51.100.2").await;
+        whoami_from(&b, &t.token, "198.51.100.2").await;
+    }
+    let (ra, rb) = tokio::join!(
+        a.state.verifier.flush_last_used(),
+        b.state.verifier.flush_last_used()
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let (alerts,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM mail_outbox WHERE template = 'token_new_ip'")
+            .fetch_one(a.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(alerts, 1, "one alert for both instances");
+    assert_eq!(stored(&a, t.id).await.len(), 2);
+    b.shutdown().await;
+    a.shutdown().await;
 }
