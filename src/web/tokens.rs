@@ -694,6 +694,22 @@ async fn list_fragment(
     Ok(Html(html).into_response())
 }
 
+/// The refreshed list as an out-of-band swap, for a response that opens
+/// the shown-once dialog (create, regenerate): the list behind the dialog
+/// shows the new row, or the row's new prefix and expiry, when it closes.
+pub(crate) async fn list_behind_dialog(
+    state: &AppState,
+    who: &SignedIn,
+    headers: &HeaderMap,
+    csrf: String,
+) -> Result<String, AppError> {
+    let list = ListView {
+        oob: true,
+        ..list_view(state, who, &current_list(&state.config, headers)).await?
+    };
+    Ok(ListPartial { list, csrf }.render()?)
+}
+
 /// After a plain form post: back to the page with a message.
 fn back_with(jar: CookieJar, config: &Config, message: &str) -> Response {
     (flash::set(jar, config, message), Redirect::to(PAGE)).into_response()
@@ -1084,12 +1100,7 @@ pub async fn create(
             full_page: false,
         }
         .render()?;
-        // The refreshed list, swapped in behind the dialog.
-        let list = ListView {
-            oob: true,
-            ..list_view(&state, &who, &current_list(&state.config, &headers)).await?
-        };
-        html.push_str(&ListPartial { list, csrf: csrf.0 }.render()?);
+        html.push_str(&list_behind_dialog(&state, &who, &headers, csrf.0).await?);
         html
     } else {
         CreatedPage {
