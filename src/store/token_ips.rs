@@ -111,9 +111,10 @@ pub struct AlertFacts {
     pub organization_id: i64,
     pub user_id: i64,
     pub email: String,
-    /// The token was used before (on its row, from before addresses were
-    /// kept); its kept addresses say the same for later uses.
-    pub used_before: bool,
+    /// The last use on the token's row: a use before the one being checked
+    /// (from before addresses were kept) means it is not the first use ever;
+    /// its kept addresses say the same for later uses.
+    pub last_used_at: Option<i64>,
     pub revoked: bool,
     /// The owner wants these alerts.
     pub alerts_on: bool,
@@ -138,7 +139,7 @@ pub async fn alert_facts(
             organization_id,
             user_id,
             email,
-            used_before: last_used_at.is_some(),
+            last_used_at,
             revoked: revoked_at.is_some(),
             alerts_on: alerts == 1,
         },

@@ -220,7 +220,11 @@ async fn check_token(
     let mut alerts = 0;
     for u in uses {
         let ip = u.seen.ip.to_string();
-        let used_before = facts.used_before || !stored.is_empty();
+        // A row's last use at or after this one was written from this
+        // very batch of uses (the address write failed and was retried):
+        // not a use before it.
+        let used_before =
+            !stored.is_empty() || facts.last_used_at.is_some_and(|at| at < u.seen.first_at);
         let is_new = stored
             .iter()
             .find(|s| s.ip == ip)

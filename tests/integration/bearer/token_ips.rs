@@ -17,6 +17,7 @@ backend_tests!(
     the_last_five_addresses_are_kept_with_first_and_last_seen,
     only_the_owner_and_superusers_see_where_a_token_was_used,
     the_alert_switch_refuses_bad_input_and_changes_nothing,
+    a_token_used_before_addresses_were_kept_is_not_at_its_first_use,
 );
 
 /// The tests that need the SMTP server (a module of their own: each
@@ -500,4 +501,56 @@ async fn two_instances_seeing_the_same_new_address_send_one_alert() {
     assert_eq!(stored(&a, t.id).await.len(), 2);
     b.shutdown().await;
     a.shutdown().await;
+}
+
+async fn new_ip_alerts(app: &TestApp) -> Vec<String> {
+    sqlx::query_as::<_, (String,)>(
+        "SELECT recipient FROM mail_outbox WHERE template = 'token_new_ip' ORDER BY id",
+    )
+    .fetch_all(app.db().pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(r,)| r)
+    .collect()
+}
+
+async fn a_token_used_before_addresses_were_kept_is_not_at_its_first_use(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("KEYSMITH_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let org = super::org(&app).await;
+    let fresh = mint(&app, org.id, org.owner, Spec::default()).await;
+    let old = mint(
+        &app,
+        org.id,
+        org.owner,
+        Spec {
+            label: "old",
+            ..Spec::default()
+        },
+    )
+    .await;
+    // Used last week, before addresses were kept.
+    sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+        .bind(app.state.clock.unix() - 7 * 24 * 3600)
+        .bind(old.id)
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    whoami_from(&app, &fresh.token, "203.0.113.1").await;
+    whoami_from(&app, &old.token, "203.0.113.1").await;
+    flush(&app).await;
+    // The fresh token's first use is not news; the old token's new address is.
+    assert_eq!(new_ip_alerts(&app).await, ["ada@example.com"]);
+    let (alerted,): (Option<i64>,) =
+        sqlx::query_as("SELECT new_ip_alerted_at FROM api_tokens WHERE id = $1")
+            .bind(old.id)
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+    assert!(alerted.is_some());
+    // A flush that writes again changes nothing more.
+    whoami_from(&app, &fresh.token, "203.0.113.1").await;
+    flush(&app).await;
+    assert_eq!(new_ip_alerts(&app).await.len(), 1);
+    app.shutdown().await;
 }
