@@ -114,6 +114,14 @@ pub fn router(state: AppState) -> Router {
         .route("/settings/api-tokens/new", get(web::tokens::new_form))
         .route("/settings/api-tokens/{id}/label", get(web::tokens::label))
         .route(
+            "/settings/api-tokens/{id}/ips",
+            get(web::token_ips::settings_ips),
+        )
+        .route(
+            web::token_ips::ALERTS_PATH,
+            post(web::token_ips::set_alerts),
+        )
+        .route(
             "/settings/api-tokens/{id}/rename",
             get(web::tokens::rename_form).post(web::tokens::rename),
         )
@@ -159,6 +167,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/team/members/{id}/tokens/{token}/regenerate",
             get(web::regenerate::team_confirm).post(web::regenerate::team_submit),
+        )
+        .route(
+            "/team/members/{id}/tokens/{token}/ips",
+            get(web::token_ips::team_ips),
         )
         .route("/team/policy", post(web::team::update_policy))
         .route("/team/projects", post(web::team::add_project))
@@ -420,17 +432,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     }
     let config = Arc::new(config);
     let clock = Clock::default();
+    let mail = MailWaker::default();
     let verifier = Arc::new(crate::verify::Verifier::new(
         db.clone(),
         Arc::clone(&config),
         clock.clone(),
+        mail.clone(),
     ));
     let state = AppState::new(Shared {
         config,
         db,
         clock,
         verifier,
-        mail: MailWaker::default(),
+        mail,
         throttles: Arc::new(Throttles::default()),
         csrf_key,
     });

@@ -84,9 +84,13 @@
   function onBeforeRequest(event) {
     var elt = event.detail.elt;
     if (!elt || !elt.closest) return;
-    // A revoke confirmed in the dialog acts on the row that opened it.
+    // A revoke confirmed in the dialog acts on the row that opened it. Any
+    // other form in the dialog (a regenerate) keeps the dialog open: focus
+    // goes back to its opener when the dialog closes.
     if (elt.closest("#token-dialog") && dialogOpener) {
-      pendingFocus = focusCandidates(document.getElementById(dialogOpener));
+      if (elt.matches("[data-close-dialog-on-success]")) {
+        pendingFocus = focusCandidates(document.getElementById(dialogOpener));
+      }
       return;
     }
     if (!elt.closest("#token-list")) return;

@@ -144,6 +144,13 @@ pub async fn authenticate_with_digest(
     }
 }
 
+/// The request's `User-Agent`, when it is readable text.
+pub fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// Tells the owner (in the background, at most once an hour) that a
 /// replaced secret of their token was presented; the caller refuses the
 /// request the same way as for any dead token.

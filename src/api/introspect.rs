@@ -303,6 +303,7 @@ pub async fn introspect(
                     method: "POST",
                     path: "/oauth/introspect",
                     ip,
+                    user_agent: None,
                 },
             );
             return answer(Introspection::default());

@@ -203,6 +203,7 @@ pub async fn self_rotate(
         method: "POST",
         path: PATH,
         ip: meta.ip,
+        user_agent: bearer::user_agent(&headers),
     };
     let (info, digest) = match bearer::authenticate_with_digest(&state, &headers, used).await {
         Ok(found) => found,

@@ -207,7 +207,13 @@ async fn check(
             "The request carries X-Keysmith-* headers; only Keysmith's answer may set them.",
         ));
     }
-    let info = bearer::authenticate(state, headers, Use { method, path, ip }).await?;
+    let used = Use {
+        method,
+        path,
+        ip,
+        user_agent: bearer::user_agent(headers),
+    };
+    let info = bearer::authenticate(state, headers, used).await?;
     // A request the token may not make is refused without spending its
     // budget or counting as a use.
     if let Some(scope) = params.scope.as_deref() {
@@ -222,7 +228,7 @@ async fn check(
             description: "The access token is restricted to other projects.",
         });
     }
-    let decision = bearer::admit(state, &info, Use { method, path, ip }).await?;
+    let decision = bearer::admit(state, &info, used).await?;
 
     let mut response = StatusCode::OK.into_response();
     let h = response.headers_mut();

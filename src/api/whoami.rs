@@ -137,6 +137,7 @@ pub async fn whoami(
         method: request.method().as_str(),
         path: request.uri().path(),
         ip,
+        user_agent: bearer::user_agent(request.headers()),
     };
     let info = match bearer::authenticate(&state, request.headers(), used).await {
         Ok(info) => info,

@@ -111,6 +111,16 @@ pub enum Mail {
         path: String,
         user_agent: Option<String>,
     },
+    /// The token was used from an address it had not used in 30 days (after
+    /// its first use ever); at most one an hour per token.
+    TokenNewIp {
+        token_id: i64,
+        at: i64,
+        ip: String,
+        method: String,
+        path: String,
+        user_agent: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +146,7 @@ impl Mail {
             Mail::TokenRegenerated { .. } => "token_regenerated",
             Mail::ReplacedTokenUsed { .. } => "replaced_token_used",
             Mail::TokenLeaked { .. } => "token_leaked",
+            Mail::TokenNewIp { .. } => "token_new_ip",
         }
     }
 }

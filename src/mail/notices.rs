@@ -420,6 +420,49 @@ pub async fn render_notice(
             rotation_notice(db, mail, page_link).await?
         }
         Mail::TokenLeaked { .. } => leak_notice(db, mail, page_link).await?,
+        Mail::TokenNewIp {
+            token_id,
+            at,
+            ip,
+            method,
+            path,
+            user_agent,
+        } => {
+            let f = token(db, *token_id).await?;
+            let mut facts = token_facts(&f);
+            facts.push(("Request".into(), format!("{method} {path}")));
+            where_from(&mut facts, *at, Some(ip), user_agent.as_deref());
+            let live = f.token.revoked_at.is_none();
+            let action = if live {
+                Some((
+                    "Wasn't you? Revoke this token".to_string(),
+                    revoke_link(db, config, clock, &f).await?,
+                ))
+            } else {
+                None
+            };
+            EmailContent {
+                subject: format!(
+                    "API token “{}” was used from a new IP address ({})",
+                    f.token.label, f.organization_name
+                ),
+                heading: "An API token was used from a new address".into(),
+                intro: format!(
+                    "The API token “{}” was used from {ip}, an address it has not used in the last 30 days. If that was you (a new server, network or VPN), there is nothing to do.",
+                    f.token.label
+                ),
+                facts,
+                action,
+                action_danger: true,
+                secondary: page_link,
+                outro: if live {
+                    "The revoke link works once, for 7 days, and needs no sign-in. You get at most one of these alerts an hour per token; turn them off on your tokens page.".into()
+                } else {
+                    "This token has been revoked since.".into()
+                },
+                org: f.organization_name.clone(),
+            }
+        }
     };
     let base_url = config.public_link("");
     let mut links: Vec<String> = content

@@ -19,6 +19,7 @@ pub mod rotation;
 pub mod server_secrets;
 pub mod sessions;
 pub mod team;
+pub mod token_ips;
 pub mod tokens;
 pub mod verification;
 

@@ -9,6 +9,8 @@
 //! - [`cluster`]: on PostgreSQL, those budgets shared by every instance
 //!   through a ledger exchanged every 200 ms.
 //! - [`last_used`]: "last used" coalesced in memory, flushed in batches.
+//! - [`ips`]: each token's recent client addresses, flushed in the same
+//!   batches, and the new-address alert decided there.
 //! - [`usage`]: both of those for one token, in one entry its cached
 //!   answer points at.
 //! - [`listener`]: on PostgreSQL, `LISTEN keysmith_invalidate`, so a change
@@ -20,6 +22,7 @@
 
 mod cache;
 mod cluster;
+mod ips;
 mod last_used;
 mod listener;
 pub mod rate_limit;
@@ -38,6 +41,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::mail::MailWaker;
 use crate::store::invalidation::{self, Invalidation};
 use crate::store::rotation;
 use crate::store::verification::{self, TokenFacts};
@@ -397,13 +401,16 @@ pub struct Verifier {
     scope_sets: ScopeInterner,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Woken when a flush put a new-address alert in the outbox.
+    mail: MailWaker,
 }
 
 impl Verifier {
-    pub fn new(db: Db, config: Arc<Config>, clock: Clock) -> Verifier {
+    pub fn new(db: Db, config: Arc<Config>, clock: Clock, mail: MailWaker) -> Verifier {
         let (stop, _) = watch::channel(false);
         let backend = db.backend();
         Verifier {
+            mail,
             listening: AtomicBool::new(backend == Backend::Sqlite),
             db,
             config,
@@ -688,9 +695,11 @@ impl Verifier {
         self.cluster.as_ref().map(cluster::Cluster::instances)
     }
 
-    /// Writes the pending "last used" entries now. On failure they are kept
-    /// for the next attempt.
+    /// Writes the pending "last used" entries and client addresses now
+    /// (and puts any new-address alerts in the outbox). On failure what was
+    /// not written is kept for the next attempt.
     pub async fn flush_last_used(&self) -> StoreResult<()> {
+        self.flush_ips().await?;
         let batch = self.usage.take_pending();
         if batch.is_empty() {
             return Ok(());
@@ -700,6 +709,27 @@ impl Verifier {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Writes the pending client addresses; before "last used", so a
+    /// token's first use ever is still told apart by an empty row.
+    async fn flush_ips(&self) -> StoreResult<()> {
+        let batch = self.usage.take_pending_ips();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (written, failed) = match ips::write(&self.db, batch, self.clock.unix()).await {
+            Ok(written) => (written, None),
+            Err(unwritten) => {
+                self.usage.restore_ips(unwritten.rest);
+                (unwritten.done, Some(unwritten.error))
+            }
+        };
+        if written.alerts > 0 {
+            self.mail.wake();
+        }
+        self.usage.learn_ips(written);
+        failed.map_or(Ok(()), Err)
     }
 
     /// Starts the background work: the "last used" flusher, and on
@@ -757,6 +787,9 @@ async fn flusher(verifier: Arc<Verifier>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.changed() => return,
+        }
+        if let Err(e) = verifier.flush_ips().await {
+            tracing::warn!(error = %e, "could not record the client addresses of tokens; will retry");
         }
         let batch = verifier.usage.take_pending();
         let written =

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::ips::{IpTrack, IpUse, Written};
 use super::last_used::Pending;
 use super::rate_limit::{Admission, ClusterView, RateDecision, RequestClass, Reservation, Window};
 use crate::store::rate_limits::{Budget, Held, Others};
@@ -30,6 +31,7 @@ struct State {
     /// reads, then writes.
     shared: [Reservation; 2],
     pending: Option<Pending>,
+    ips: IpTrack,
 }
 
 /// The ledger's number for a class.
@@ -82,6 +84,7 @@ impl TokenUsage {
                 used.path,
                 used.ip,
             );
+            state.ips.record(now_ms.div_euclid(1000), &used);
         }
         decision
     }
@@ -111,6 +114,7 @@ impl TokenUsage {
                 used.path,
                 used.ip,
             );
+            state.ips.record(now_ms.div_euclid(1000), &used);
         }
         (admission, want)
     }
@@ -202,6 +206,8 @@ pub struct Use<'a> {
     /// Without the query string.
     pub path: &'a str,
     pub ip: IpAddr,
+    /// The `User-Agent`, kept only for an address that may be new.
+    pub user_agent: Option<&'a str>,
 }
 
 /// One shard of the table: token id → its usage.
@@ -276,6 +282,34 @@ impl UsageTable {
         }
     }
 
+    /// Every pending address use, taken out.
+    pub fn take_pending_ips(&self) -> Vec<IpUse> {
+        let mut batch = Vec::new();
+        for shard in self.shards.iter() {
+            for (&token_id, usage) in lock(shard).iter() {
+                lock(&usage.state).ips.take(token_id, &mut batch);
+            }
+        }
+        batch
+    }
+
+    /// Puts back address uses that could not be written.
+    pub fn restore_ips(&self, uses: Vec<IpUse>) {
+        for u in uses {
+            lock(&self.for_token(u.token_id).state).ips.restore(u.seen);
+        }
+    }
+
+    /// Brings each token's view of its addresses up to what was written.
+    pub(super) fn learn_ips(&self, written: Written) {
+        for (token_id, ip, at) in written.touched {
+            lock(&self.for_token(token_id).state).ips.touch(ip, at);
+        }
+        for (token_id, known) in written.learned {
+            lock(&self.for_token(token_id).state).ips.learn(known);
+        }
+    }
+
     /// How many uses wait to be written.
     pub fn pending(&self) -> usize {
         self.shards
@@ -301,6 +335,7 @@ impl UsageTable {
                     || !state.writes.has_ended(now_ms)
                     || state.shared.iter().any(|r| !r.has_ended(now_ms))
                     || state.pending.is_some()
+                    || state.ips.has_pending()
             });
         }
     }
@@ -324,6 +359,7 @@ mod tests {
             method,
             path,
             ip: IP,
+            user_agent: None,
         }
     }
 
@@ -331,6 +367,7 @@ mod tests {
         method: "GET",
         path: "/",
         ip: IP,
+        user_agent: None,
     };
 
     #[test]
@@ -418,6 +455,7 @@ mod tests {
             .admit(RequestClass::Read, 10, 30_000, GET);
         // Written: only their windows are left.
         assert_eq!(table.take_pending().len(), 2);
+        assert_eq!(table.take_pending_ips().len(), 2);
         let held = table.for_token(3);
         table.for_token(4).admit(RequestClass::Read, 10, 1_000, GET);
         table.prune(61_000);
@@ -425,6 +463,7 @@ mod tests {
         assert_eq!(table.tracked_tokens(), 3);
         drop(held);
         assert_eq!(table.take_pending().len(), 1);
+        assert_eq!(table.take_pending_ips().len(), 1);
         table.prune(91_000);
         assert_eq!(table.tracked_tokens(), 0);
     }

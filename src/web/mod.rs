@@ -15,4 +15,5 @@ pub mod setup;
 pub mod signin;
 pub mod team;
 pub mod team_audit;
+pub mod token_ips;
 pub mod tokens;

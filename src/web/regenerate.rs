@@ -244,11 +244,18 @@ async fn submit(
     let record = &rotated.record;
     let created = CreatedView::new(&state.config, record, &rotated.plain);
     let html = if is_htmx(&headers) {
-        CreatedPartial {
+        let mut html = CreatedPartial {
             created,
             full_page: false,
         }
-        .render()?
+        .render()?;
+        if let Place::Settings = place {
+            // The row behind the dialog gets its new prefix and expiry.
+            html.push_str(
+                &crate::web::tokens::list_behind_dialog(&state, &who, &headers, csrf.0).await?,
+            );
+        }
+        html
     } else {
         CreatedPage {
             layout: Layout::signed_in(&csrf.0, state.dev_mail_enabled(), &who, place.nav()),

@@ -95,7 +95,12 @@ pub async fn forbidden(state: &AppState, csrf: &str, who: &SignedIn) -> PageResu
 
 /// Turns an operation's error into a response. Invalid input and refusals
 /// are handled by the callers that can re-render their form.
-async fn op_error(state: &AppState, csrf: &str, who: &SignedIn, e: TeamOpError) -> PageResult {
+pub(crate) async fn op_error(
+    state: &AppState,
+    csrf: &str,
+    who: &SignedIn,
+    e: TeamOpError,
+) -> PageResult {
     match e {
         TeamOpError::NotSuperuser => forbidden(state, csrf, who).await,
         TeamOpError::Refused(message) => Ok(message_response(
@@ -110,7 +115,7 @@ async fn op_error(state: &AppState, csrf: &str, who: &SignedIn, e: TeamOpError) 
 }
 
 /// Checks the viewer is a superuser before anything is read.
-async fn gate(state: &AppState, csrf: &str, who: &SignedIn) -> Result<(), Response> {
+pub(crate) async fn gate(state: &AppState, csrf: &str, who: &SignedIn) -> Result<(), Response> {
     match ops::require_superuser(who) {
         Ok(()) => Ok(()),
         Err(_) => Err(match forbidden(state, csrf, who).await {

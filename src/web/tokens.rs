@@ -92,6 +92,9 @@ pub struct RowView {
     /// "Disabled by …" (or why a token was revoked, when a leak report did
     /// it), when it is known and worth saying to this viewer.
     pub disabled_note: Option<String>,
+    /// The details view of where the token was used (the settings page's
+    /// by default; the Team page points at its own).
+    pub ips_path: String,
 }
 
 impl RowView {
@@ -120,6 +123,7 @@ impl RowView {
         });
         RowView {
             id: t.id,
+            ips_path: format!("/settings/api-tokens/{}/ips", t.id),
             label: t.label.clone(),
             prefix: t.display_prefix.clone(),
             status: status.as_str(),
@@ -543,7 +547,8 @@ pub async fn member_token_list(
     let (mut live, mut revoked) = (Vec::new(), Vec::new());
     for t in &records {
         let mine = names.remove(&t.id).unwrap_or_default();
-        let row = RowView::with_owner(t, mine, now, false, owner_may_use);
+        let mut row = RowView::with_owner(t, mine, now, false, owner_may_use);
+        row.ips_path = format!("/team/members/{user_id}/tokens/{}/ips", t.id);
         if row.live {
             live.push(row);
         } else {
@@ -589,6 +594,7 @@ struct TokensPage {
     layout: Layout,
     list: ListView,
     csrf: String,
+    alerts: crate::web::token_ips::AlertsPartial,
 }
 
 #[derive(Template)]
@@ -647,11 +653,17 @@ pub async fn page(
         return Ok(no_store(Html(html).into_response()));
     }
     let (jar, flash) = flash::take(jar);
+    let alerts = crate::web::token_ips::AlertsPartial {
+        on: crate::store::token_ips::alerts_enabled(&state.db, who.user_id).await?,
+        csrf: csrf.0.clone(),
+        message: None,
+    };
     let page = TokensPage {
         layout: Layout::signed_in(&csrf.0, state.dev_mail_enabled(), &who, "tokens")
             .with_flash(flash),
         list,
         csrf: csrf.0,
+        alerts,
     };
     // The list reflects live state: never serve it from a cache.
     Ok(no_store((jar, Html(page.render()?)).into_response()))
@@ -680,6 +692,22 @@ async fn list_fragment(
     .render()?;
     html.push_str(&AnnouncePartial { message }.render()?);
     Ok(Html(html).into_response())
+}
+
+/// The refreshed list as an out-of-band swap, for a response that opens
+/// the shown-once dialog (create, regenerate): the list behind the dialog
+/// shows the new row, or the row's new prefix and expiry, when it closes.
+pub(crate) async fn list_behind_dialog(
+    state: &AppState,
+    who: &SignedIn,
+    headers: &HeaderMap,
+    csrf: String,
+) -> Result<String, AppError> {
+    let list = ListView {
+        oob: true,
+        ..list_view(state, who, &current_list(&state.config, headers)).await?
+    };
+    Ok(ListPartial { list, csrf }.render()?)
 }
 
 /// After a plain form post: back to the page with a message.
@@ -1072,12 +1100,7 @@ pub async fn create(
             full_page: false,
         }
         .render()?;
-        // The refreshed list, swapped in behind the dialog.
-        let list = ListView {
-            oob: true,
-            ..list_view(&state, &who, &current_list(&state.config, &headers)).await?
-        };
-        html.push_str(&ListPartial { list, csrf: csrf.0 }.render()?);
+        html.push_str(&list_behind_dialog(&state, &who, &headers, csrf.0).await?);
         html
     } else {
         CreatedPage {

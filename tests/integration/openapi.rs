@@ -102,7 +102,7 @@ async fn the_document_is_valid_openapi_3_1(backend: Backend) {
 }
 
 /// The API routes of the route table in `src/app.rs`: the string literals,
-/// and the `PATH` constants of `src/api/*.rs` it names.
+/// and the path constants (`module::NAME`) it names, read from their files.
 fn routes_in_the_route_table() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let source = std::fs::read_to_string(root.join("src/app.rs")).unwrap();
@@ -112,12 +112,13 @@ fn routes_in_the_route_table() -> Vec<String> {
         let arg = &rest[..rest.find(',').expect("a route has a handler")];
         let path = if let Some(literal) = arg.strip_prefix('"') {
             literal[..literal.find('"').unwrap()].to_string()
-        } else if let Some(module) = arg.strip_suffix("::PATH") {
-            let module = module.rsplit("::").next().unwrap();
-            let file = std::fs::read_to_string(root.join(format!("src/api/{module}.rs")))
-                .unwrap_or_else(|_| panic!("src/api/{module}.rs holds {arg}"));
-            let marker = "pub const PATH: &str = \"";
-            let start = file.find(marker).expect("a PATH constant") + marker.len();
+        } else if let Some((module, name)) = arg.rsplit_once("::") {
+            // A constant such as `api::rotate::PATH`: read it from its file.
+            let file_name = format!("src/{}.rs", module.replace("::", "/"));
+            let file = std::fs::read_to_string(root.join(&file_name))
+                .unwrap_or_else(|_| panic!("{file_name} holds {arg}"));
+            let marker = format!("pub const {name}: &str = \"");
+            let start = file.find(&marker).expect("a path constant") + marker.len();
             file[start..start + file[start..].find('"').unwrap()].to_string()
         } else {
             panic!("a route path this test cannot read: {arg}");

@@ -10,6 +10,7 @@ mod last_used;
 mod oauth_clients;
 mod rate_limits;
 mod revocation;
+mod token_ips;
 mod two_instances;
 mod verify;
 mod whoami;

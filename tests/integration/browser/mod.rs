@@ -16,6 +16,7 @@ mod layout;
 mod shown_once;
 mod signin;
 mod team;
+mod token_ips;
 mod tokens;
 
 use std::path::{Path, PathBuf};
