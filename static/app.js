@@ -59,6 +59,7 @@
   // section heading: never <body>.
   var pendingFocus = null;
   var dialogOpener = null;
+  var lastSubmitter = null;
 
   function rowOf(el) {
     return el && el.closest ? el.closest("tr.token-row") : null;
@@ -100,7 +101,10 @@
     }
     if (elt.matches(".label-edit, .finder, .pager a")) return; // they place focus themselves
     var active = document.activeElement;
-    var acted = active && elt.contains(active) ? active : elt.querySelector("button, a") || elt;
+    // A row's switch sits outside the shared form it submits (form=).
+    var submitter = active && active.form === elt ? active
+      : (lastSubmitter && lastSubmitter.form === elt ? lastSubmitter : null);
+    var acted = active && elt.contains(active) ? active : submitter || elt.querySelector("button, a") || elt;
     if (elt.matches(".rename-form")) {
       // Saved: the label link comes back in the same place.
       acted = { id: "label-" + elt.action.split("/").slice(-2, -1)[0], closest: function () { return null; } };
@@ -165,10 +169,31 @@
     }
   }
 
+  // A token row's links say their URL once (href): htmx fetches the dialog
+  // or the inline editor from it. A modified click (new tab) stays a link,
+  // and without htmx every one is a plain link to its own page.
+  function rowLink(el, event) {
+    if (!window.htmx || event.defaultPrevented || event.button > 0 ||
+        event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return false;
+    if (el.matches("a.label-edit:not([hx-get])")) {
+      event.preventDefault();
+      htmx.ajax("GET", el.getAttribute("href"), { source: el, target: el.closest(".token-label"), swap: "innerHTML" });
+      return true;
+    }
+    if (el.matches("a[data-opens-dialog]:not([hx-get])")) {
+      event.preventDefault();
+      htmx.ajax("GET", el.getAttribute("href"), { source: el, target: "#dialog-body", swap: "innerHTML" });
+      return true;
+    }
+    return false;
+  }
+
   function onClick(event) {
     if (event.target === dialog() && onBackdropClick(event)) return;
     var el = event.target.closest("button, a");
     if (!el) return;
+    if (el.matches("button[form]")) lastSubmitter = el;
+    if (rowLink(el, event)) return;
     if (el.matches("[data-close-dialog]")) {
       event.preventDefault();
       closeDialog();

@@ -1,9 +1,13 @@
 //! API tokens: rows are created with the token's digest (never the token),
 //! and are never deleted: a revoked token stays as a tombstone.
 
-use sqlx::AnyConnection;
+use sqlx::any::AnyArguments;
+use sqlx::error::BoxDynError;
+use sqlx::{Any, AnyConnection, Arguments};
 
-use super::{AuditEvent, Db, StoreResult, conflict_on_unique, record_audit, unix_now};
+use super::{
+    AuditEvent, Backend, Db, StoreError, StoreResult, conflict_on_unique, record_audit, unix_now,
+};
 use crate::domain::TokenLabel;
 use crate::token::{DisplayPrefix, ScopeSet, TokenDigest};
 
@@ -701,54 +705,65 @@ impl GroupCounts {
     }
 }
 
-/// The conditions shared by a page and its counts. Parameters: $1
-/// organization, $2 owner, $3 status filter, $4 now, $5 "expires soon"
-/// bound, $6 search pattern ('' for none), $7 scope pattern ('' for none),
-/// $8 project (0 any, -1 unrestricted).
-macro_rules! listing_where {
-    () => {
-        "WHERE organization_id = $1 AND user_id = $2 \
-         AND ($3 = 'all' \
-           OR ($3 = 'live' AND revoked_at IS NULL) \
-           OR ($3 = 'enabled' AND revoked_at IS NULL AND disabled_at IS NULL AND (expires_at IS NULL OR expires_at > $4)) \
-           OR ($3 = 'expiring' AND revoked_at IS NULL AND disabled_at IS NULL AND expires_at > $4 AND expires_at <= $5) \
-           OR ($3 = 'disabled' AND revoked_at IS NULL AND disabled_at IS NOT NULL AND (expires_at IS NULL OR expires_at > $4)) \
-           OR ($3 = 'expired' AND revoked_at IS NULL AND expires_at <= $4) \
-           OR ($3 = 'revoked' AND revoked_at IS NOT NULL)) \
-         AND ($6 = '' OR LOWER(label) LIKE $6 ESCAPE '\\' OR LOWER(display_prefix) LIKE $6 ESCAPE '\\') \
-         AND ($7 = '' OR (' ' || scopes || ' ') LIKE $7 ESCAPE '\\') \
-         AND ($8 = 0 \
-           OR ($8 > 0 AND EXISTS (SELECT 1 FROM api_token_projects tp WHERE tp.token_id = api_tokens.id AND tp.project_id = $8)) \
-           OR ($8 = -1 AND NOT EXISTS (SELECT 1 FROM api_token_projects tp WHERE tp.token_id = api_tokens.id))) "
-    };
+/// A listing statement being put together: fixed SQL fragments, and a `$n`
+/// placeholder for every value (nothing a user typed ever becomes SQL).
+/// Only the conditions a query needs are written, so each statement is
+/// one the planner can answer from the listing indexes (migrations
+/// `*_token_list_indexes.sql`) without reading or sorting every row.
+struct Statement {
+    sql: String,
+    args: Result<AnyArguments, BoxDynError>,
+    bound: usize,
 }
 
-/// The group a row falls in ($4 is now): 0 working, 1 disabled or expired, 2 revoked.
-macro_rules! listing_group {
-    () => {
-        "(CASE WHEN revoked_at IS NOT NULL THEN 2 \
-          WHEN disabled_at IS NOT NULL OR expires_at <= $4 THEN 1 ELSE 0 END)"
-    };
-}
+impl Statement {
+    fn new(sql: &str) -> Statement {
+        Statement {
+            sql: sql.to_string(),
+            args: Ok(AnyArguments::default()),
+            bound: 0,
+        }
+    }
 
-/// One page in one order: the ids are chosen (and sorted) first on the
-/// narrow index columns, and only the page's rows are read in full.
-/// $9 limit, $10 offset, $11 grouped (1) or not (0).
-macro_rules! listing_page {
-    ($order:literal) => {
-        concat!(
-            select_tokens!("WHERE id IN (SELECT id FROM api_tokens "),
-            listing_where!(),
-            "ORDER BY (CASE WHEN $11 = 1 THEN ",
-            listing_group!(),
-            " ELSE 0 END), ",
-            $order,
-            " LIMIT $9 OFFSET $10) ORDER BY (CASE WHEN $11 = 1 THEN ",
-            listing_group!(),
-            " ELSE 0 END), ",
-            $order
-        )
-    };
+    fn push(&mut self, sql: &str) -> &mut Statement {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Binds `value` and returns its placeholder, to be written (maybe twice).
+    fn bind<T>(&mut self, value: T) -> String
+    where
+        T: for<'t> sqlx::Encode<'t, Any> + sqlx::Type<Any>,
+    {
+        if let Ok(args) = &mut self.args
+            && let Err(e) = args.add(value)
+        {
+            self.args = Err(e);
+        }
+        self.bound += 1;
+        format!("${}", self.bound)
+    }
+
+    /// Writes `sql` with each `{}` replaced by `value`'s placeholder.
+    fn push_with<T>(&mut self, sql: &str, value: T) -> &mut Statement
+    where
+        T: for<'t> sqlx::Encode<'t, Any> + sqlx::Type<Any>,
+    {
+        let p = self.bind(value);
+        self.sql.push_str(&sql.replace("{}", &p));
+        self
+    }
+
+    /// The statement, or the error binding a value gave.
+    fn query_as<O>(self) -> StoreResult<sqlx::query::QueryAs<'static, Any, O, AnyArguments>>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+    {
+        let args = self
+            .args
+            .map_err(|e| StoreError::Database(sqlx::Error::Encode(e)))?;
+        Ok(sqlx::query_as_with(sqlx::AssertSqlSafe(self.sql), args))
+    }
 }
 
 /// `text` with LIKE's pattern characters taken literally (`ESCAPE '\\'`).
@@ -763,33 +778,139 @@ fn escape_like(text: &str) -> String {
     out
 }
 
-struct ListingParams {
-    status: &'static str,
-    search: String,
-    scope: String,
-    project: i64,
+/// The rows of a status filter; `{}` is now.
+fn status_condition(status: StatusFilter) -> Option<&'static str> {
+    match status {
+        StatusFilter::All => None,
+        StatusFilter::Live => Some(" AND revoked_at IS NULL"),
+        StatusFilter::Enabled => Some(
+            " AND revoked_at IS NULL AND disabled_at IS NULL AND (expires_at IS NULL OR expires_at > {})",
+        ),
+        // The upper bound is added by the caller.
+        StatusFilter::ExpiresSoon => {
+            Some(" AND revoked_at IS NULL AND disabled_at IS NULL AND expires_at > {}")
+        }
+        StatusFilter::Disabled => Some(
+            " AND revoked_at IS NULL AND disabled_at IS NOT NULL AND (expires_at IS NULL OR expires_at > {})",
+        ),
+        StatusFilter::Expired => Some(" AND revoked_at IS NULL AND expires_at <= {}"),
+        StatusFilter::Revoked => Some(" AND revoked_at IS NOT NULL"),
+    }
 }
 
-fn listing_params(q: &TokenQuery) -> ListingParams {
-    ListingParams {
-        status: q.status.as_str(),
-        search: if q.search.is_empty() {
-            String::new()
+/// The groups of the settings page, in page order; `{}` is now.
+const GROUPS: [&str; 3] = [
+    // Working: not revoked, not disabled, not expired.
+    " AND revoked_at IS NULL AND disabled_at IS NULL AND (expires_at IS NULL OR expires_at > {})",
+    // Disabled or expired.
+    " AND revoked_at IS NULL AND (disabled_at IS NOT NULL OR expires_at <= {})",
+    " AND revoked_at IS NOT NULL",
+];
+
+/// `FROM api_tokens WHERE …` for the owner's tokens matching `q` (its page
+/// bounds and grouping aside).
+fn push_matching(
+    s: &mut Statement,
+    db: &Db,
+    organization_id: i64,
+    user_id: i64,
+    q: &TokenQuery,
+    now: i64,
+) {
+    s.push_with(
+        "FROM api_tokens WHERE organization_id = {}",
+        organization_id,
+    )
+    .push_with(" AND user_id = {}", user_id);
+    if let Some(condition) = status_condition(q.status) {
+        if condition.contains("{}") {
+            s.push_with(condition, now);
         } else {
-            format!("%{}%", escape_like(&q.search.to_lowercase()))
-        },
-        // Stored scopes are space-separated: match a whole name.
-        scope: q
-            .scope
-            .as_deref()
-            .map(|s| format!("% {} %", escape_like(s)))
-            .unwrap_or_default(),
-        project: match q.project {
-            ProjectFilter::Any => 0,
-            ProjectFilter::Project(id) => id,
-            ProjectFilter::Unrestricted => -1,
-        },
+            s.push(condition);
+        }
     }
+    if q.status == StatusFilter::ExpiresSoon {
+        s.push_with(" AND expires_at <= {}", now + EXPIRES_SOON_SECONDS);
+    }
+    if !q.search.is_empty() {
+        let pattern = format!("%{}%", escape_like(&q.search.to_lowercase()));
+        // The same case-insensitive match on both: SQLite's LIKE folds
+        // ASCII case itself (as far as its LOWER goes), and skipping LOWER
+        // there makes a search over 10,000 labels three times cheaper.
+        s.push_with(
+            match db.backend() {
+                Backend::Sqlite => {
+                    " AND (label LIKE {p} ESCAPE '\\' OR display_prefix LIKE {p} ESCAPE '\\')"
+                }
+                Backend::Postgres => {
+                    " AND (LOWER(label) LIKE {p} ESCAPE '\\' OR LOWER(display_prefix) LIKE {p} ESCAPE '\\')"
+                }
+            }
+            .replace("{p}", "{}")
+            .as_str(),
+            pattern,
+        );
+    }
+    if let Some(scope) = &q.scope {
+        // Stored scopes are space-separated: match a whole name.
+        s.push_with(
+            " AND (' ' || scopes || ' ') LIKE {} ESCAPE '\\'",
+            format!("% {} %", escape_like(scope)),
+        );
+    }
+    match q.project {
+        ProjectFilter::Any => {}
+        ProjectFilter::Project(id) => {
+            s.push_with(
+                " AND EXISTS (SELECT 1 FROM api_token_projects tp WHERE tp.token_id = api_tokens.id AND tp.project_id = {})",
+                id,
+            );
+        }
+        ProjectFilter::Unrestricted => {
+            s.push(" AND NOT EXISTS (SELECT 1 FROM api_token_projects tp WHERE tp.token_id = api_tokens.id)");
+        }
+    }
+}
+
+/// The order of a listing, each matching a listing index (`Recently used`
+/// excepted on PostgreSQL, see the migration).
+fn order_by(sort: TokenSort) -> &'static str {
+    match sort {
+        TokenSort::Created => " ORDER BY created_at DESC, id DESC",
+        TokenSort::LastUsed => " ORDER BY (last_used_at IS NULL), last_used_at DESC, id DESC",
+        TokenSort::Expiry => " ORDER BY (expires_at IS NULL), expires_at, id DESC",
+    }
+}
+
+/// Rows `offset..offset + limit` of the owner's tokens matching `q`, within
+/// `group` (an entry of [`GROUPS`]) when given: the ids are chosen on the
+/// index, in its order, and only those rows are read in full.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_segment(
+    db: &Db,
+    organization_id: i64,
+    user_id: i64,
+    q: &TokenQuery,
+    group: Option<&str>,
+    now: i64,
+    offset: i64,
+    limit: i64,
+) -> StoreResult<Vec<TokenRecord>> {
+    let mut s = Statement::new(select_tokens!("WHERE id IN (SELECT id "));
+    push_matching(&mut s, db, organization_id, user_id, q, now);
+    if let Some(group) = group {
+        if group.contains("{}") {
+            s.push_with(group, now);
+        } else {
+            s.push(group);
+        }
+    }
+    s.push(order_by(q.sort));
+    s.push_with(" LIMIT {}", limit)
+        .push_with(" OFFSET {})", offset)
+        .push(order_by(q.sort));
+    let rows: Vec<TokenRow> = s.query_as()?.fetch_all(db.pool()).await?;
+    Ok(rows.into_iter().map(record).collect())
 }
 
 /// One page of the owner's tokens matching `q`, at `now` (which decides
@@ -801,30 +922,90 @@ pub async fn list_page(
     q: &TokenQuery,
     now: i64,
 ) -> StoreResult<Vec<TokenRecord>> {
-    let sql = match q.sort {
-        TokenSort::Created => listing_page!("created_at DESC, id DESC"),
-        TokenSort::LastUsed => listing_page!("(last_used_at IS NULL), last_used_at DESC, id DESC"),
-        TokenSort::Expiry => listing_page!("(expires_at IS NULL), expires_at ASC, id DESC"),
-    };
-    let p = listing_params(q);
-    let rows: Vec<TokenRow> = sqlx::query_as(sql)
-        .bind(organization_id)
-        .bind(user_id)
-        .bind(p.status)
-        .bind(now)
-        .bind(now + EXPIRES_SOON_SECONDS)
-        .bind(p.search)
-        .bind(p.scope)
-        .bind(p.project)
-        .bind(q.limit)
-        .bind(q.offset)
-        .bind(i64::from(q.grouped))
-        .fetch_all(db.pool())
-        .await?;
-    Ok(rows.into_iter().map(record).collect())
+    if !q.grouped {
+        return fetch_segment(
+            db,
+            organization_id,
+            user_id,
+            q,
+            None,
+            now,
+            q.offset,
+            q.limit,
+        )
+        .await;
+    }
+    let counts = count_matching(db, organization_id, user_id, q, now).await?;
+    page_of_groups(db, organization_id, user_id, q, now, counts).await
 }
 
-/// How many of the owner's tokens match `q` (its page bounds ignored), per group.
+/// A grouped page with the counts it was cut by: the counts say where each
+/// group starts, so the page is read from the one or two groups it
+/// overlaps, each in index order, instead of sorting every row by group.
+pub async fn list_page_with_counts(
+    db: &Db,
+    organization_id: i64,
+    user_id: i64,
+    q: &TokenQuery,
+    now: i64,
+) -> StoreResult<(Vec<TokenRecord>, GroupCounts)> {
+    let counts = count_matching(db, organization_id, user_id, q, now).await?;
+    let records = if q.grouped {
+        page_of_groups(db, organization_id, user_id, q, now, counts).await?
+    } else {
+        fetch_segment(
+            db,
+            organization_id,
+            user_id,
+            q,
+            None,
+            now,
+            q.offset,
+            q.limit,
+        )
+        .await?
+    };
+    Ok((records, counts))
+}
+
+async fn page_of_groups(
+    db: &Db,
+    organization_id: i64,
+    user_id: i64,
+    q: &TokenQuery,
+    now: i64,
+    counts: GroupCounts,
+) -> StoreResult<Vec<TokenRecord>> {
+    let (from, to) = (q.offset, q.offset + q.limit);
+    let mut records = Vec::new();
+    let mut start = 0;
+    for (group, size) in GROUPS
+        .iter()
+        .zip([counts.working, counts.stopped, counts.revoked])
+    {
+        let (lo, hi) = (from.max(start), to.min(start + size));
+        if lo < hi {
+            let rows = fetch_segment(
+                db,
+                organization_id,
+                user_id,
+                q,
+                Some(group),
+                now,
+                lo - start,
+                hi - lo,
+            )
+            .await?;
+            records.extend(rows);
+        }
+        start += size;
+    }
+    Ok(records)
+}
+
+/// How many of the owner's tokens match `q` (its page bounds ignored), per
+/// group: one pass over the listing index (it holds every column the
+/// default filters read), no row read.
 pub async fn count_matching(
     db: &Db,
     organization_id: i64,
@@ -832,31 +1013,16 @@ pub async fn count_matching(
     q: &TokenQuery,
     now: i64,
 ) -> StoreResult<GroupCounts> {
-    let p = listing_params(q);
-    let rows: Vec<(i64, i64)> = sqlx::query_as(concat!(
-        "SELECT ",
-        listing_group!(),
-        " AS g, COUNT(*) FROM api_tokens ",
-        listing_where!(),
-        "GROUP BY 1"
-    ))
-    .bind(organization_id)
-    .bind(user_id)
-    .bind(p.status)
-    .bind(now)
-    .bind(now + EXPIRES_SOON_SECONDS)
-    .bind(p.search)
-    .bind(p.scope)
-    .bind(p.project)
-    .fetch_all(db.pool())
-    .await?;
-    let mut counts = GroupCounts::default();
-    for (group, n) in rows {
-        match group {
-            0 => counts.working = n,
-            1 => counts.stopped = n,
-            _ => counts.revoked = n,
-        }
-    }
-    Ok(counts)
+    let mut s = Statement::new("SELECT COUNT(*), COUNT(revoked_at), ");
+    s.push_with(
+        "COUNT(CASE WHEN revoked_at IS NULL AND (disabled_at IS NOT NULL OR expires_at <= {}) THEN 1 END) ",
+        now,
+    );
+    push_matching(&mut s, db, organization_id, user_id, q, now);
+    let (total, revoked, stopped): (i64, i64, i64) = s.query_as()?.fetch_one(db.pool()).await?;
+    Ok(GroupCounts {
+        working: total - revoked - stopped,
+        stopped,
+        revoked,
+    })
 }

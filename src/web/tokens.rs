@@ -479,10 +479,8 @@ async fn list_view(state: &AppState, who: &SignedIn, q: &ListQuery) -> Result<Li
     }
     let org = who.organization_id();
     let now = state.clock.unix();
-    let (records, counts) = tokio::try_join!(
-        store_tokens::list_page(&state.db, org, who.user_id, &q.query, now),
-        store_tokens::count_matching(&state.db, org, who.user_id, &q.query, now),
-    )?;
+    let (records, counts) =
+        store_tokens::list_page_with_counts(&state.db, org, who.user_id, &q.query, now).await?;
     let ids: Vec<i64> = records.iter().map(|t| t.id).collect();
     let mut names = projects::names_for_tokens(&state.db, org, &ids).await?;
     view.counts = counts;
@@ -535,9 +533,8 @@ pub async fn member_token_list(
     let now = state.clock.unix();
     let user_id = member.user_id;
     let everything_live = TokenQuery::default();
-    let (records, counts, all) = tokio::try_join!(
-        store_tokens::list_page(&state.db, organization_id, user_id, &q.query, now),
-        store_tokens::count_matching(&state.db, organization_id, user_id, &q.query, now),
+    let ((records, counts), all) = tokio::try_join!(
+        store_tokens::list_page_with_counts(&state.db, organization_id, user_id, &q.query, now),
         store_tokens::count_matching(&state.db, organization_id, user_id, &everything_live, now),
     )?;
     let ids: Vec<i64> = records.iter().map(|t| t.id).collect();

@@ -12,6 +12,7 @@ backend_tests!(
     toggle_moves_the_row_and_blocks_the_token,
     revoke_through_the_confirm_step,
     the_list_pages_fifty_at_a_time_with_links,
+    a_page_that_spans_two_groups_reads_both_in_order,
     search_filter_and_sort_narrow_the_list_in_sql,
     bad_list_queries_get_a_400_that_says_what_to_fix,
     status_badges_say_expires_soon_and_switches_say_their_state,
@@ -496,6 +497,59 @@ async fn the_list_pages_fifty_at_a_time_with_links(backend: Backend) {
         .unwrap();
     assert!(fragment.starts_with("<div id=\"token-list\"") && !fragment.contains("<html"));
     assert_eq!(count_rows(&fragment), 50);
+    app.shutdown().await;
+}
+
+/// A page is cut from the groups by their counts (working, then disabled
+/// and expired, then revoked): one that straddles a boundary holds the end
+/// of one group and the start of the next, each newest first.
+async fn a_page_that_spans_two_groups_reads_both_in_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let b = app.signed_in_superuser("ada@example.com").await;
+    let ids = seed_tokens(&app, &b, 75, "read").await;
+    // The 30 oldest disabled, the 5 oldest of those revoked instead.
+    for (i, id) in ids.iter().enumerate().take(30) {
+        let column = if i < 5 { "revoked_at" } else { "disabled_at" };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_tokens SET {column} = 1700000000 WHERE id = $1"
+        )))
+        .bind(*id)
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    }
+    let first = app.get("/settings/api-tokens").await.text().await.unwrap();
+    assert!(first.contains("Enabled <span class=\"count\">45</span>"));
+    assert!(first.contains("Disabled and expired <span class=\"count\">25</span>"));
+    let (working, stopped) = first.split_at(first.find("id=\"disabled-tokens\"").unwrap());
+    assert_eq!(count_rows(working), 45);
+    assert_eq!(
+        count_rows(stopped),
+        5,
+        "the page ends with the newest disabled"
+    );
+    assert!(stopped.contains("seed 029") && stopped.contains("seed 025"));
+    assert!(!first.contains("seed 024"), "the rest is on page 2");
+    // One CSRF field for the whole list, not one per row.
+    assert_eq!(
+        first.matches("name=\"csrf_token\"").count(),
+        3,
+        "sign-out, the new-IP alerts switch and the shared toggle form"
+    );
+
+    let all = app
+        .get("/settings/api-tokens?status=all&page=2")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(all.contains("Showing 51–75 of 75"));
+    let (stopped, revoked) = all.split_at(all.find("id=\"revoked-tokens\"").unwrap());
+    assert_eq!(count_rows(stopped), 20);
+    assert!(stopped.contains("seed 024") && stopped.contains("seed 005"));
+    assert_eq!(count_rows(revoked), 5);
+    assert!(revoked.contains("seed 004") && revoked.contains("seed 000"));
+    assert!(!all.contains("seed 025") && !all.contains("seed 074"));
     app.shutdown().await;
 }
 

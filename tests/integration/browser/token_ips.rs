@@ -113,7 +113,7 @@ async fn a_regenerated_row_shows_its_new_prefix_and_expiry_when_the_dialog_close
         assert!(new > old, "the lifetime counts from the regeneration");
         let datetime = browser
             .eval(&format!(
-                "const t = document.querySelector('#token-{id} td[data-label=Expires] time'); return t ? t.getAttribute('datetime') : '';"
+                "const t = document.querySelector('#token-{id} td:nth-child(3) time'); return t ? t.getAttribute('datetime') : '';"
             ))
             .await;
         assert_eq!(

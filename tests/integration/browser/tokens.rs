@@ -835,7 +835,7 @@ async fn page_with_a_few_tokens_screenshot() {
         "Grafana dashboard"
     );
     let last_used = browser
-        .text("#enabled-tokens tbody tr:last-child [data-label='Last used']")
+        .text("#enabled-tokens tbody tr:last-child > td:nth-child(4)")
         .await;
     assert!(last_used.contains("GET /api/v2/whoami"), "{last_used}");
     let shot = browser.screenshot("tokens-page").await;
