@@ -480,18 +480,48 @@ type AuditTuple = (
     Option<String>,
 );
 
-const AUDIT_FROM: &str = "FROM audit_events e \
+const AUDIT_JOINS: &str = "FROM audit_events e \
      LEFT JOIN api_tokens atk ON atk.id = e.actor_token_id \
      LEFT JOIN users au ON au.id = COALESCE(e.actor_user_id, atk.user_id) \
      LEFT JOIN users su ON su.id = e.subject_user_id \
      LEFT JOIN api_tokens t ON t.id = e.token_id \
-     WHERE e.organization_id = $1 \
-     AND ($2 = '' OR au.email LIKE $2 ESCAPE '\\' OR su.email LIKE $2 ESCAPE '\\' \
-          OR LOWER(au.display_name) LIKE $2 ESCAPE '\\' OR LOWER(su.display_name) LIKE $2 ESCAPE '\\') \
-     AND ($3 = 0 OR e.token_id = $3 OR e.actor_token_id = $3) \
-     AND ($4 = '' OR e.action = $4) \
-     AND ($5 = 0 OR e.created_at >= $5) \
-     AND ($6 = 0 OR e.created_at < $6)";
+     WHERE e.organization_id = $1";
+
+/// `FROM … WHERE …` for `filter`, with parameters `$1` (the organization)
+/// to `$6` (the filter's fields). A filter left empty becomes a condition on
+/// its own parameter only (`$4 = ''`), not an `OR` over the rows, so each
+/// combination of filters is its own statement with a plan that walks the
+/// `(organization_id, created_at, id)` index instead of sorting every event.
+fn audit_from(filter: &AuditFilter) -> String {
+    let mut sql = String::from(AUDIT_JOINS);
+    sql.push_str(if filter.member.is_empty() {
+        " AND $2 = ''"
+    } else {
+        " AND (au.email LIKE $2 ESCAPE '\\' OR su.email LIKE $2 ESCAPE '\\' \
+         OR LOWER(au.display_name) LIKE $2 ESCAPE '\\' OR LOWER(su.display_name) LIKE $2 ESCAPE '\\')"
+    });
+    sql.push_str(if filter.token == 0 {
+        " AND $3 = 0"
+    } else {
+        " AND (e.token_id = $3 OR e.actor_token_id = $3)"
+    });
+    sql.push_str(if filter.action.is_empty() {
+        " AND $4 = ''"
+    } else {
+        " AND e.action = $4"
+    });
+    sql.push_str(if filter.since == 0 {
+        " AND $5 = 0"
+    } else {
+        " AND e.created_at >= $5"
+    });
+    sql.push_str(if filter.until == 0 {
+        " AND $6 = 0"
+    } else {
+        " AND e.created_at < $6"
+    });
+    sql
+}
 
 /// One page of the organization's events, newest first.
 #[tracing::instrument(skip(db))]
@@ -527,12 +557,18 @@ async fn select_audit(
     limit: i64,
     offset: i64,
 ) -> StoreResult<Vec<AuditRow>> {
-    // Without a keyset, `$9 = 1` keeps every row.
+    // The keyset `(at, id)` as a row comparison, which the index serves;
+    // without one, conditions on the parameters alone.
+    let keyset = if before.is_some() {
+        "AND $9 = 0 AND (e.created_at, e.id) < ($10, $11)"
+    } else {
+        "AND $9 = 1 AND $10 = 0 AND $11 = 0"
+    };
     let sql = format!(
         "SELECT e.id, e.created_at, e.action, e.detail, e.ip, e.user_agent, au.email, \
-         e.actor_token_id, atk.label, su.email, e.token_id, t.label, t.display_prefix {AUDIT_FROM} \
-         AND ($9 = 1 OR e.created_at < $10 OR (e.created_at = $10 AND e.id < $11)) \
-         ORDER BY e.created_at DESC, e.id DESC LIMIT $7 OFFSET $8"
+         e.actor_token_id, atk.label, su.email, e.token_id, t.label, t.display_prefix {} \
+         {keyset} ORDER BY e.created_at DESC, e.id DESC LIMIT $7 OFFSET $8",
+        audit_from(filter)
     );
     let (at, id) = before.unwrap_or((0, 0));
     let rows: Vec<AuditTuple> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -590,7 +626,7 @@ pub async fn count_audit_events(
     organization_id: i64,
     filter: &AuditFilter,
 ) -> StoreResult<i64> {
-    let sql = format!("SELECT COUNT(*) {AUDIT_FROM}");
+    let sql = format!("SELECT COUNT(*) {}", audit_from(filter));
     let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(organization_id)
         .bind(filter.member.as_str())
