@@ -450,6 +450,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     });
     let transport = Transport::from_config(&state.config.mail).map_err(StartError::Mail)?;
     let (stop_workers, workers_stopped) = watch::channel(false);
+    // The recorder first: what the workers count from their first pass on
+    // (a message failing at start-up) would otherwise go nowhere.
+    let metrics = crate::metrics::start(&state, workers_stopped.clone()).await?;
+    let metrics_addr = metrics.as_ref().map(|m| m.addr);
     let mut workers = vec![
         MailWorker {
             db: state.db.clone(),
@@ -472,8 +476,6 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             workers_stopped.clone(),
         ),
     ];
-    let metrics = crate::metrics::start(&state, workers_stopped.clone()).await?;
-    let metrics_addr = metrics.as_ref().map(|m| m.addr);
     workers.extend(metrics.map(|m| m.task));
     let setup_url =
         web::setup::prepare_setup_link(&state.db, &state.config, state.clock.unix()).await?;
