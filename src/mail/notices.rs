@@ -108,6 +108,22 @@ async fn token(db: &Db, token_id: i64) -> Result<TokenMailFacts, PrepareError> {
         .ok_or_else(|| PrepareError::Drop(format!("token {token_id} no longer exists")))
 }
 
+/// The "Wasn't you? Revoke this token" button, while the token is live.
+async fn wasnt_you(
+    db: &Db,
+    config: &Config,
+    clock: &Clock,
+    f: &TokenMailFacts,
+) -> Result<Option<(String, String)>, PrepareError> {
+    if f.token.revoked_at.is_some() {
+        return Ok(None);
+    }
+    Ok(Some((
+        "Wasn't you? Revoke this token".to_string(),
+        revoke_link(db, config, clock, f).await?,
+    )))
+}
+
 /// Mints the single-use "revoke this token" link for a token-created email.
 async fn revoke_link(
     db: &Db,
@@ -183,15 +199,8 @@ pub async fn render_notice(
             let f = token(db, *token_id).await?;
             let mut facts = token_facts(&f);
             where_from(&mut facts, *at, ip.as_deref(), user_agent.as_deref());
-            let live = f.token.revoked_at.is_none();
-            let action = if live {
-                Some((
-                    "Wasn't you? Revoke this token".to_string(),
-                    revoke_link(db, config, clock, &f).await?,
-                ))
-            } else {
-                None
-            };
+            let action = wasnt_you(db, config, clock, &f).await?;
+            let live = action.is_some();
             EmailContent {
                 subject: format!(
                     "New API token “{}” created in {}",
@@ -432,15 +441,8 @@ pub async fn render_notice(
             let mut facts = token_facts(&f);
             facts.push(("Request".into(), format!("{method} {path}")));
             where_from(&mut facts, *at, Some(ip), user_agent.as_deref());
-            let live = f.token.revoked_at.is_none();
-            let action = if live {
-                Some((
-                    "Wasn't you? Revoke this token".to_string(),
-                    revoke_link(db, config, clock, &f).await?,
-                ))
-            } else {
-                None
-            };
+            let action = wasnt_you(db, config, clock, &f).await?;
+            let live = action.is_some();
             EmailContent {
                 subject: format!(
                     "API token “{}” was used from a new IP address ({})",

@@ -183,15 +183,7 @@ pub async fn set_alerts(
     who: SignedIn,
     Form(form): Form<AlertsForm>,
 ) -> PageResult {
-    let on = match form.enabled.as_str() {
-        "true" => true,
-        "false" => false,
-        _ => {
-            return Err(PageError(AppError::BadRequest(
-                "Send enabled=true or enabled=false.".into(),
-            )));
-        }
-    };
+    let on = super::tokens::enabled_field(&form.enabled)?;
     let mut tx = state.db.begin().await?;
     token_ips::set_alerts(&mut tx, who.user_id, on).await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;

@@ -1262,6 +1262,17 @@ pub struct ToggleForm {
     enabled: String,
 }
 
+/// A form's `enabled=true|false`, as the switches send it.
+pub(crate) fn enabled_field(raw: &str) -> Result<bool, PageError> {
+    match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(PageError(AppError::BadRequest(
+            "Send enabled=true or enabled=false.".into(),
+        ))),
+    }
+}
+
 #[allow(clippy::too_many_arguments)] // one per axum extractor
 pub async fn toggle(
     State(state): State<AppState>,
@@ -1274,15 +1285,7 @@ pub async fn toggle(
     Form(form): Form<ToggleForm>,
 ) -> PageResult {
     let id = parse_id(&id)?;
-    let enabled = match form.enabled.as_str() {
-        "true" => true,
-        "false" => false,
-        _ => {
-            return Err(PageError(AppError::BadRequest(
-                "Send enabled=true or enabled=false.".into(),
-            )));
-        }
-    };
+    let enabled = enabled_field(&form.enabled)?;
     let changes = TokenChanges {
         label: None,
         enabled: Some(enabled),
