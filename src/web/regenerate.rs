@@ -249,12 +249,19 @@ async fn submit(
             full_page: false,
         }
         .render()?;
-        if let Place::Settings = place {
-            // The row behind the dialog gets its new prefix and expiry.
-            html.push_str(
-                &crate::web::tokens::list_behind_dialog(&state, &who, &headers, csrf.0).await?,
-            );
-        }
+        // The row behind the dialog gets its new prefix and expiry.
+        let behind = match place {
+            Place::Settings => {
+                crate::web::tokens::list_behind_dialog(&state, &who, &headers, csrf.0).await?
+            }
+            Place::Team { member } => {
+                crate::web::team::member_tokens_behind_dialog(
+                    &state, &who, &headers, &csrf.0, member,
+                )
+                .await?
+            }
+        };
+        html.push_str(&behind);
         html
     } else {
         CreatedPage {

@@ -41,7 +41,8 @@ use crate::web::format::{exact, iso, relative};
 use crate::web::layout::Layout;
 use crate::web::pages::{PageError, PageResult, message_response, no_store};
 use crate::web::tokens::{
-    FinderView, ListParams, ListQuery, RowView, TimeView, member_list_query, member_token_list,
+    FinderView, ListParams, ListQuery, RowView, TimeView, current_params, member_list_query,
+    member_token_list,
 };
 
 pub const PAGE: &str = "/team";
@@ -1297,19 +1298,32 @@ pub async fn member_page(
     Ok(no_store((jar, Html(html)).into_response()))
 }
 
+/// The member's token list as the page an htmx request came from shows it
+/// (its search, filters, sort and page), or the first page.
+fn current_member_list(
+    state: &AppState,
+    headers: &HeaderMap,
+    user_id: i64,
+) -> Result<ListQuery, PageError> {
+    current_params(headers, &member_page_path(user_id))
+        .and_then(|p| member_list_query(&p, &state.config).ok())
+        .map_or_else(
+            || member_list_query(&ListParams::default(), &state.config),
+            Ok,
+        )
+        .map_err(|message| PageError(AppError::BadRequest(message)))
+}
+
 /// The member's token list again, with the outcome for the live region.
 async fn member_tokens_fragment(
     state: &AppState,
     who: &SignedIn,
+    headers: &HeaderMap,
     csrf: &str,
     user_id: i64,
     done: &str,
 ) -> PageResult {
-    // After an action, the list's first page (the default query).
-    let q = match member_list_query(&ListParams::default(), &state.config) {
-        Ok(q) => q,
-        Err(message) => return Err(PageError(AppError::BadRequest(message))),
-    };
+    let q = current_member_list(state, headers, user_id)?;
     match member_tokens_view(state, who, user_id, &q).await {
         Ok(tokens) => Ok(with_status(
             MemberTokensPartial {
@@ -1321,6 +1335,30 @@ async fn member_tokens_fragment(
         )),
         Err(e) => op_error(state, csrf, who, e).await,
     }
+}
+
+/// The member's token list as an out-of-band swap, for the response that
+/// opens the shown-once dialog after a Regenerate: the row behind the
+/// dialog shows its new prefix and expiry when it closes.
+pub(crate) async fn member_tokens_behind_dialog(
+    state: &AppState,
+    who: &SignedIn,
+    headers: &HeaderMap,
+    csrf: &str,
+    user_id: i64,
+) -> Result<String, PageError> {
+    let q = current_member_list(state, headers, user_id)?;
+    let tokens = member_tokens_view(state, who, user_id, &q)
+        .await
+        .map_err(|e| PageError(e.into()))?;
+    Ok(MemberTokensPartial {
+        tokens: MemberTokensView {
+            oob: true,
+            ..tokens
+        },
+        csrf: csrf.to_string(),
+    }
+    .render()?)
 }
 
 fn parse_pair(uid: &str, tid: &str) -> Result<(i64, i64), PageError> {
@@ -1350,7 +1388,7 @@ pub async fn toggle_token(
             let verb = if enabled { "enabled" } else { "disabled" };
             let done = format!("“{}” is {verb}.", t.label);
             if is_htmx(&headers) {
-                return member_tokens_fragment(&state, &who, &csrf.0, uid, &done).await;
+                return member_tokens_fragment(&state, &who, &headers, &csrf.0, uid, &done).await;
             }
             Ok(back_with(jar, &state, &member_page_path(uid), &done))
         }
@@ -1431,7 +1469,7 @@ pub async fn revoke_token(
                 t.label
             );
             if is_htmx(&headers) {
-                return member_tokens_fragment(&state, &who, &csrf.0, uid, &done).await;
+                return member_tokens_fragment(&state, &who, &headers, &csrf.0, uid, &done).await;
             }
             Ok(back_with(jar, &state, &member_page_path(uid), &done))
         }
@@ -1511,7 +1549,7 @@ pub async fn revoke_all(
                 if n == 1 { "" } else { "s" }
             );
             if is_htmx(&headers) {
-                return member_tokens_fragment(&state, &who, &csrf.0, uid, &done).await;
+                return member_tokens_fragment(&state, &who, &headers, &csrf.0, uid, &done).await;
             }
             Ok(back_with(jar, &state, &member_page_path(uid), &done))
         }

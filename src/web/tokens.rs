@@ -617,12 +617,8 @@ fn parse_list(
 /// Anything unreadable falls back to the default list.
 fn current_list(config: &Config, headers: &HeaderMap) -> ListQuery {
     let default = || ListParams::default().parse(config);
-    headers
-        .get("hx-current-url")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|url| url.parse::<Uri>().ok())
-        .and_then(|uri| Query::<ListParams>::try_from_uri(&uri).ok())
-        .and_then(|Query(p)| p.parse(config).ok())
+    current_params(headers, PAGE)
+        .and_then(|p| p.parse(config).ok())
         .or_else(|| default().ok())
         .unwrap_or_else(|| ListQuery {
             query: TokenQuery {
@@ -632,6 +628,23 @@ fn current_list(config: &Config, headers: &HeaderMap) -> ListQuery {
             },
             page: 1,
         })
+}
+
+/// The search, filters, sort and page of the list an htmx request came from
+/// (`HX-Current-URL`), when that was the list at `path`.
+pub(crate) fn current_params(headers: &HeaderMap, path: &str) -> Option<ListParams> {
+    let uri = headers
+        .get("hx-current-url")?
+        .to_str()
+        .ok()?
+        .parse::<Uri>()
+        .ok()?;
+    if uri.path() != path {
+        return None;
+    }
+    Query::<ListParams>::try_from_uri(&uri)
+        .ok()
+        .map(|Query(p)| p)
 }
 
 pub async fn page(

@@ -511,9 +511,11 @@ async fn disabling_a_member_asks_then_announces_and_keeps_focus() {
     assert!(asked.starts_with("Disable “"), "{asked}");
     browser.client.accept_alert().await.expect("accept");
     browser
-        .wait_for(&format!("{toggle}[aria-label^=Enable]"))
+        .wait_for(&format!("{toggle}[aria-checked=false]"))
         .await;
     assert_focused(&browser, &toggle[1..]).await;
+    // The switch says the token's state, as on the settings page.
+    assert_eq!(browser.text(&toggle).await, "Disabled");
 
     // The refused policy (422) is an expected answer in the log.
     let console: Vec<_> = problems(&browser.console().await)

@@ -1,12 +1,14 @@
 //! In a real browser: a token's row links to where it was used, and the
 //! regenerated token's row shows its new prefix and expiry once the
-//! shown-once dialog closes.
+//! shown-once dialog closes, on the settings page and on a member's Team
+//! page.
 
 use std::time::Duration;
 
 use keysmith::store::tokens;
 use keysmith::web::format::iso;
 
+use crate::bearer::{Org, Spec, member, mint};
 use crate::browser::shown_once::{create_in_dialog, open_tokens_page, wait_until};
 use crate::browser::{Browser, problems};
 use crate::harness::{Backend, TestApp};
@@ -130,6 +132,78 @@ async fn a_regenerated_row_shows_its_new_prefix_and_expiry_when_the_dialog_close
         "focus goes back to Regenerate",
     )
     .await;
+    assert!(problems(&browser.console().await).is_empty());
+    browser.close().await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_browser_tests,
+    ignore = "browser test skipped: apt-get install chromium chromium-driver (CI installs them)"
+)]
+async fn a_superuser_regenerating_on_the_team_page_sees_the_new_prefix_behind_the_dialog() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let ada = app.signed_in_superuser(EMAIL).await;
+    let org = ada.organization.id;
+    let bob = member(
+        &app,
+        &Org {
+            id: org,
+            owner: ada.user.id,
+        },
+        "bob@example.com",
+    )
+    .await;
+    let t = mint(
+        &app,
+        org,
+        bob,
+        Spec {
+            label: "bob's ci",
+            ..Spec::default()
+        },
+    )
+    .await;
+    let prefix = |app: &TestApp| {
+        let db = app.db().clone();
+        async move {
+            tokens::find_in_org(&db, org, t.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .display_prefix
+        }
+    };
+    let before = prefix(&app).await;
+    let browser = Browser::start().await;
+    browser.sign_in(&app, EMAIL).await;
+    browser
+        .goto(&app.url(&format!("/team/members/{bob}?q=ci")))
+        .await;
+    browser.wait_for("#member-live-tokens").await;
+    assert_eq!(
+        browser.text(&format!("#prefix-{}", t.id)).await,
+        format!("{before}…")
+    );
+    browser.click(&format!("#regenerate-{}", t.id)).await;
+    browser.wait_for("#token-dialog #grace_seconds").await;
+    browser
+        .click("#token-dialog form button[type=submit]")
+        .await;
+    browser.wait_for("#token-dialog #token-plaintext").await;
+    close_shown_once(&browser).await;
+    let after = prefix(&app).await;
+    assert_ne!(after, before);
+    assert_eq!(
+        browser.text(&format!("#prefix-{}", t.id)).await,
+        format!("{after}…"),
+        "the row behind the dialog shows the new prefix"
+    );
+    let search = browser
+        .eval("return document.querySelector('#member-tokens input[name=q]').value;")
+        .await;
+    assert_eq!(search.as_str(), Some("ci"), "the search is kept");
     assert!(problems(&browser.console().await).is_empty());
     browser.close().await;
     app.shutdown().await;

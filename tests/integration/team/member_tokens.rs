@@ -12,6 +12,8 @@ backend_tests!(
     a_superuser_disables_and_revokes_a_members_token,
     revoke_all_says_how_many_and_revokes_them,
     a_token_a_superuser_disabled_stays_disabled_until_a_superuser_enables_it,
+    an_action_keeps_the_search_and_page_the_superuser_is_on,
+    regenerating_refreshes_the_row_behind_the_dialog,
 );
 
 async fn a_superuser_disables_and_revokes_a_members_token(backend: Backend) {
@@ -303,5 +305,141 @@ async fn a_token_a_superuser_disabled_stays_disabled_until_a_superuser_enables_i
         assert_eq!(r.status(), 200, "enabled: {enabled}");
     }
     assert_eq!(app.whoami_status(&ci.token).await, 200);
+    app.shutdown().await;
+}
+
+/// An htmx POST from the page at `current` (what htmx sends as
+/// `HX-Current-URL`), with the Team page's CSRF token.
+async fn htmx_post_from(
+    app: &TestApp,
+    path: &str,
+    fields: &[(&str, &str)],
+    current: &str,
+) -> reqwest::Response {
+    let csrf = app.csrf_with(&app.client, "/team").await;
+    let mut form: Vec<(&str, &str)> = fields.to_vec();
+    form.push(("csrf_token", &csrf));
+    app.client
+        .post(app.url(path))
+        .form(&form)
+        .header("hx-request", "true")
+        .header("hx-current-url", app.url(current))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn an_action_keeps_the_search_and_page_the_superuser_is_on(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = superuser(&app).await;
+    let (bob, alpha) = member_with_token(&app, &org, "bob@example.com", "alpha one").await;
+    for label in ["alpha two", "beta"] {
+        mint(
+            &app,
+            org.id,
+            bob,
+            Spec {
+                label,
+                ..Spec::default()
+            },
+        )
+        .await;
+    }
+    let toggle = format!("/team/members/{bob}/tokens/{}/toggle", alpha.id);
+    let searched = format!("/team/members/{bob}?q=alpha&sort=expiry");
+
+    // Disabling from a search for "alpha": the list that comes back is
+    // still that search, with the token now switched off.
+    let r = htmx_post_from(&app, &toggle, &[("enabled", "false")], &searched).await;
+    assert_eq!(r.status(), 200);
+    let list = text(r).await;
+    assert!(
+        list.contains("alpha one") && list.contains("alpha two"),
+        "{list}"
+    );
+    assert!(!list.contains(">beta<"), "the search is kept: {list}");
+    assert!(
+        list.contains("value=\"alpha\""),
+        "the search box keeps its words"
+    );
+    assert!(
+        list.contains(&format!(
+            "id=\"token-{}-toggle\" class=\"switch\" role=\"switch\" aria-checked=\"false\"",
+            alpha.id
+        )),
+        "a switch that says its state: {list}"
+    );
+    assert!(list.contains("“alpha one” is disabled."), "announced");
+
+    // From another member's page, or an address that is not a list of
+    // Bob's: the first page, unfiltered.
+    for current in [
+        format!("/team/members/{}?q=nothing-matches", org.owner),
+        "/team?q=alpha".to_string(),
+    ] {
+        let r = htmx_post_from(&app, &toggle, &[("enabled", "true")], &current).await;
+        assert_eq!(r.status(), 200);
+        let list = text(r).await;
+        assert!(
+            list.contains(">beta<") && list.contains("alpha one"),
+            "{current}: {list}"
+        );
+    }
+    // An unreadable query on the page falls back to the first page; the
+    // action itself is not refused for it.
+    let bad = format!("/team/members/{bob}?page=lots");
+    let r = htmx_post_from(&app, &toggle, &[("enabled", "false")], &bad).await;
+    assert_eq!(r.status(), 200);
+    assert!(text(r).await.contains(">beta<"));
+    assert_eq!(
+        app.whoami_status(&alpha.token).await,
+        401,
+        "the action happened"
+    );
+    app.shutdown().await;
+}
+
+async fn regenerating_refreshes_the_row_behind_the_dialog(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let org = superuser(&app).await;
+    let (bob, t) = member_with_token(&app, &org, "bob@example.com", "bob's ci").await;
+    let prefix_of = |app: &TestApp| {
+        let db = app.db().clone();
+        let org = org.id;
+        let id = t.id;
+        async move {
+            tokens::list_for_owner(&db, org, bob, false)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.id == id)
+                .unwrap()
+                .display_prefix
+        }
+    };
+    let old_prefix = prefix_of(&app).await;
+    let path = format!("/team/members/{bob}/tokens/{}/regenerate", t.id);
+    let r = htmx_post_from(
+        &app,
+        &path,
+        &[("grace_seconds", "0")],
+        &format!("/team/members/{bob}?q=ci"),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let html = text(r).await;
+    assert!(
+        html.contains("<div id=\"member-tokens\" class=\"token-list\" hx-swap-oob=\"outerHTML\">"),
+        "the member's list is swapped in behind the dialog: {html}"
+    );
+    let behind = &html[html.find("id=\"member-tokens\"").unwrap()..];
+    let new_prefix = prefix_of(&app).await;
+    assert_ne!(new_prefix, old_prefix);
+    assert!(behind.contains(&format!("{new_prefix}…")), "the new prefix");
+    assert!(
+        !behind.contains(&format!("{old_prefix}…")),
+        "not the old one"
+    );
+    assert!(behind.contains("value=\"ci\""), "the search is kept");
     app.shutdown().await;
 }
