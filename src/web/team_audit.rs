@@ -258,6 +258,10 @@ pub fn actor_text(e: &AuditRow) -> String {
         (None, None) if e.detail.as_deref() == Some("email_link") => {
             "Someone with the email link".into()
         }
+        // Revoked on a leak report: the report came from the scanner.
+        (None, None) if e.action == "token.revoked" && e.detail.as_deref() == Some("leaked") => {
+            crate::service::leaks::REPORTER.into()
+        }
         (None, None) => "Keysmith".into(),
     }
 }

@@ -276,6 +276,10 @@ async fn a_signed_report_revokes_the_token_and_emails_its_owner_where_it_was_fou
     assert!(row.contains("Found in public by secret scanning"), "{row}");
     let audit = app.get("/team/audit").await.text().await.unwrap();
     assert!(audit.contains("leaked"), "audit log lacks the reason");
+    assert!(
+        audit.contains("GitHub secret scanning"),
+        "the audit log names who reported it, not Keysmith"
+    );
 
     // The owner hears where it was found, through real SMTP (after the two
     // "created" emails).
