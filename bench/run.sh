@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Bearer-side benchmark: throughput and p50/p99 latency of GET /api/v2/whoami
-# and /auth/verify against GET /healthz (the trivial route: the ceiling) of
-# the same release server, in the same run, on SQLite and PostgreSQL, with
-# 100,000 tokens in the store. Requests rotate through SAMPLE of those tokens.
+# and /auth/verify against two references measured in the same run: GET
+# /healthz of the same release server, and a bare axum hello-world route
+# (examples/bare_axum.rs: no middleware, a fixed 55-byte JSON body), on
+# SQLite and PostgreSQL, with 100,000 tokens in the store. Requests rotate
+# through SAMPLE of those tokens (the bare route ignores them).
 # Everything runs on 127.0.0.1 and every load run is bounded in time.
 #
 #   bench/run.sh                      # both backends, ten rounds of 5 s per route
@@ -18,16 +20,19 @@ cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-10}"
 BACKENDS="${BACKENDS:-sqlite postgres}"
 PORT="${PORT:-39391}"
+BARE_PORT="${BARE_PORT:-$(( PORT + 1 ))}"
 source bench/common.sh
 # Keep build.rs's view of the environment stable, so this reuses the test build's cfg.
 export KEYSMITH_TEST_POSTGRES_URL="${KEYSMITH_TEST_POSTGRES_URL:-$PG_ADMIN}"
-cargo build --release --quiet --bin keysmith --example bench_seed
+cargo build --release --quiet --bin keysmith --example bench_seed --example bare_axum
 
 work="$(mktemp -d)"
 server_pid=""
+bare_pid=""
 pg_db=""
 cleanup() {
     if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    if [ -n "$bare_pid" ]; then kill "$bare_pid" 2>/dev/null || true; wait "$bare_pid" 2>/dev/null || true; fi
     if [ -n "$pg_db" ]; then psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true; fi
     rm -rf "$work"
 }
@@ -52,16 +57,17 @@ db_ticks() {
 # per_request TICKS REQUESTS: microseconds per request, one decimal.
 per_request() { echo "$1 $2 $TICK_US" | awk '{ printf "%.1f", $1 * $3 / $2 }'; }
 
-# load NAME PATH TOKENS_FILE: one bounded wrk run; prints its RESULT line
-# plus the server's CPU time per request (robust to a busy neighbour, which
+# load NAME PATH TOKENS_FILE [PORT PID]: one bounded wrk run against
+# Keysmith (or the server at PORT, process PID); prints its RESULT line plus
+# the server's CPU time per request (robust to a busy neighbour, which
 # throughput and latency are not).
 load() {
-    local name="$1" path="$2" tokens="$3"
+    local name="$1" path="$2" tokens="$3" port="${4:-$PORT}" pid="${5:-$server_pid}"
     local line before after requests db_before db_after
-    before=$(cpu_ticks "$server_pid")
+    before=$(cpu_ticks "$pid")
     db_before=$(db_ticks)
-    line=$(bench_wrk "http://127.0.0.1:$PORT" "$path" "$tokens" "${LOAD_DURATION:-$DURATION}" | grep '^RESULT')
-    after=$(cpu_ticks "$server_pid")
+    line=$(bench_wrk "http://127.0.0.1:$port" "$path" "$tokens" "${LOAD_DURATION:-$DURATION}" | grep '^RESULT')
+    after=$(cpu_ticks "$pid")
     db_after=$(db_ticks)
     requests=$(echo "$line" | sed 's/.*requests=\([0-9]*\).*/\1/')
     [ "$requests" -gt 0 ] || requests=1
@@ -82,16 +88,17 @@ summarize() {
             round_rps[r, round] = v["rps"]; round_p99[r, round] = v["p99_us"]
         }
         END {
-            printf "   %s, median of the rounds (ratios: median of each round against its own /healthz run):\n", backend
-            printf "   %-8s %9s %10s %9s %9s %8s %10s %10s\n", "route", "req/s", "vs healthz", "p50 ms", "p99 ms", "p99 x", "cpu us/req", "db us/req"
-            split("healthz whoami verify", routes, " ")
-            for (k = 1; k <= 3; k++) {
-                r = routes[k]; ratio = ""; p99x = ""
+            printf "   %s, median of the rounds (ratios: median of each round against the same round'"'"'s /healthz and bare axum runs):\n", backend
+            printf "   %-8s %9s %10s %8s %9s %9s %10s %10s %10s\n", "route", "req/s", "vs healthz", "vs bare", "p50 ms", "p99 ms", "p99 x bare", "cpu us/req", "db us/req"
+            split("bare healthz whoami verify", routes, " ")
+            for (k = 1; k <= 4; k++) {
+                r = routes[k]; ratio = ""; bare = ""; p99x = ""
                 for (round in rounds) {
                     ratio = ratio " " round_rps[r, round] / round_rps["healthz", round]
-                    p99x = p99x " " round_p99[r, round] / round_p99["healthz", round]
+                    bare = bare " " round_rps[r, round] / round_rps["bare", round]
+                    p99x = p99x " " round_p99[r, round] / round_p99["bare", round]
                 }
-                printf "   %-8s %9d %9.0f%% %9.2f %9.2f %8.2f %10.1f %10.1f\n", r, median(rps[r]), 100 * median(ratio),
+                printf "   %-8s %9d %9.0f%% %7.2fx %9.2f %9.2f %10.2f %10.1f %10.1f\n", r, median(rps[r]), 100 * median(ratio), median(bare),
                     median(p50[r]) / 1000, median(p99[r]) / 1000, median(p99x), median(cpu[r]), median(db[r])
             }
         }' "$2"
@@ -118,6 +125,12 @@ for backend in $BACKENDS; do
         sleep 0.1
     done
     echo "   server up, RSS $(( $(rss_kb "$server_pid") / 1024 )) MB"
+    target/release/examples/bare_axum "127.0.0.1:$BARE_PORT" >/dev/null 2>&1 &
+    bare_pid=$!
+    for _ in $(seq 1 100); do
+        curl -fsS "http://127.0.0.1:$BARE_PORT/whoami" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
 
     # Warm-up: one request per sample token, so the runs measure the cached
     # path (what a deployment sees once its active tokens have been used),
@@ -133,11 +146,15 @@ for backend in $BACKENDS; do
     # so a neighbour's load on the machine, and whatever a route leaves
     # behind for the next (the last-use batch it queued), falls on all of
     # them alike.
-    routes=("healthz /healthz" "whoami /api/v2/whoami" "verify /auth/verify")
+    routes=("bare /whoami" "healthz /healthz" "whoami /api/v2/whoami" "verify /auth/verify")
     for round in $(seq 1 "$ROUNDS"); do
-        for k in 0 1 2; do
-            read -r name path <<<"${routes[$(( (round - 1 + k) % 3 ))]}"
-            load "$name#$round" "$path" "$work/tokens.txt" | tee -a "$work/results.txt"
+        for k in 0 1 2 3; do
+            read -r name path <<<"${routes[$(( (round - 1 + k) % 4 ))]}"
+            if [ "$name" = bare ]; then
+                load "$name#$round" "$path" "$work/tokens.txt" "$BARE_PORT" "$bare_pid" | tee -a "$work/results.txt"
+            else
+                load "$name#$round" "$path" "$work/tokens.txt" | tee -a "$work/results.txt"
+            fi
         done
     done
     echo "   server RSS after the runs: $(( $(rss_kb "$server_pid") / 1024 )) MB (peak $(( $(hwm_kb "$server_pid") / 1024 )) MB)"
@@ -145,6 +162,7 @@ for backend in $BACKENDS; do
     rm -f "$work/results.txt"
 
     kill -TERM "$server_pid"; wait "$server_pid" || true; server_pid=""
+    kill -TERM "$bare_pid"; wait "$bare_pid" || true; bare_pid=""
     if [ "$backend" = postgres ]; then
         psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null; pg_db=""
     fi

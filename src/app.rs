@@ -221,12 +221,10 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("no-store"),
         ));
 
-    let routes = browser
-        .route("/healthz", get(web::health::healthz))
-        .route("/readyz", get(web::health::readyz))
+    // The pages' other addresses, and the API routes no hot path goes
+    // through (documents, rotation, leak reports).
+    let site = browser
         .route("/static/{*path}", get(web::assets::serve))
-        .route("/api/v2/whoami", get(crate::api::whoami::whoami))
-        .route("/auth/verify", api::verify::route())
         .route(api::openapi::PATH, get(api::openapi::document))
         .route(api::metadata::PATH, get(api::metadata::metadata))
         .route(api::rotate::PATH, post(api::rotate::self_rotate))
@@ -242,51 +240,74 @@ pub fn router(state: AppState) -> Router {
                     },
                 )),
             )),
-        )
+        );
+    // What other services and probes call on every request: small JSON
+    // answers that no browser renders.
+    let machine = Router::new()
+        .route("/healthz", get(web::health::healthz))
+        .route("/readyz", get(web::health::readyz))
+        .route("/api/v2/whoami", get(crate::api::whoami::whoami))
+        .route("/auth/verify", api::verify::route())
         .route(
             "/oauth/introspect",
             axum::routing::post(crate::api::introspect::introspect)
                 .fallback(crate::api::introspect::method_not_allowed),
         );
+    let latency = || tower::util::option_layer(crate::metrics::route_latency(&state.config));
+    let site = site.route_layer(latency());
+    let machine = machine.route_layer(latency());
 
-    let routes = routes.route_layer(tower::util::option_layer(crate::metrics::route_latency(
-        &state.config,
-    )));
-    let x_request_id = HeaderName::from_static("x-request-id");
-    let mut security_headers = vec![
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
-        ),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        // Links carry secrets: never leak a URL to another site.
-        (header::REFERRER_POLICY, "no-referrer"),
-        (
-            HeaderName::from_static("cross-origin-opener-policy"),
-            "same-origin",
-        ),
-    ];
-    if https {
-        security_headers.push((
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000; includeSubDomains",
-        ));
-    }
     // Unknown addresses: a 404 page in the frame (JSON under the APIs).
     let not_found = axum::handler::Handler::layer(
         web::pages::not_found,
         middleware::from_fn_with_state(state.clone(), auth::csrf::protect),
     );
-    let mut router = routes.fallback(not_found).with_state(state);
-    for (name, value) in security_headers {
+    // Headers that matter where a browser renders what it gets: the pages,
+    // their assets, error pages and the JSON a page's script reads. Bodies
+    // there can be large, so they are compressed for clients that ask.
+    // The machine routes answer a few hundred bytes of JSON that nothing
+    // renders or frames: a policy for documents, or gzip, is work on every
+    // call for nothing (`nosniff` and `Referrer-Policy` apply everywhere,
+    // below).
+    let mut site = site.fallback(not_found);
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+    ] {
+        site = site.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    let site = site.layer(CompressionLayer::new());
+    let mut router = site.merge(machine).with_state(state);
+
+    let mut everywhere = vec![
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        // Links carry secrets: never leak a URL to another site.
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    if https {
+        everywhere.push((
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ));
+    }
+    for (name, value) in everywhere {
         router = router.layer(SetResponseHeaderLayer::if_not_present(
             name,
             HeaderValue::from_static(value),
         ));
     }
-
+    let x_request_id = HeaderName::from_static("x-request-id");
     router.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(
@@ -304,8 +325,7 @@ pub fn router(state: AppState) -> Router {
                 StatusCode::REQUEST_TIMEOUT,
                 REQUEST_TIMEOUT,
             ))
-            .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-            .layer(CompressionLayer::new()),
+            .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
     )
 }
 

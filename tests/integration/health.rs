@@ -35,23 +35,60 @@ async fn readyz_answers_503_when_the_database_does_not(backend: Backend) {
 
 async fn every_response_carries_security_headers_and_a_request_id(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    app.signed_in_superuser("ada@example.com").await;
+    let token = app.create_key("probe").await.1;
     let mut request_ids = std::collections::HashSet::new();
-    for path in ["/healthz", "/no-such-page", "/static/app.css"] {
-        let r = app.get(path).await;
-        let h = r.headers();
-        let csp = h["content-security-policy"].to_str().unwrap();
-        assert!(
-            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
-            "{path}: {csp}"
-        );
+    let mut check = |path: &str, h: &reqwest::header::HeaderMap, rendered: bool| {
+        // Everywhere: no sniffing, no URL sent on, a fresh random request id.
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
-        // A fresh random UUID for each request.
         let id = uuid::Uuid::parse_str(h["x-request-id"].to_str().unwrap()).unwrap();
         assert_eq!(id.get_version_num(), 4, "{path}: {id}");
         assert!(request_ids.insert(id), "{path}: {id} again");
         // Plain http deployment: no HSTS.
         assert!(h.get("strict-transport-security").is_none(), "{path}");
+        if rendered {
+            // What a browser renders or frames: the document policies.
+            let csp = h["content-security-policy"].to_str().unwrap();
+            assert!(
+                csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+                "{path}: {csp}"
+            );
+            assert_eq!(h["x-frame-options"], "DENY", "{path}");
+            assert_eq!(h["cross-origin-opener-policy"], "same-origin", "{path}");
+        } else {
+            // The machine routes' JSON is rendered by nobody: no document
+            // policy, and no gzip for a few hundred bytes.
+            for name in [
+                "content-security-policy",
+                "x-frame-options",
+                "content-encoding",
+            ] {
+                assert!(h.get(name).is_none(), "{path}: {name}");
+            }
+        }
+    };
+    for path in [
+        "/no-such-page",
+        "/static/app.css",
+        "/settings/api-tokens",
+        "/api/user/api-keys",
+        "/api/openapi.json",
+    ] {
+        let r = app.get(path).await;
+        check(path, r.headers(), true);
+    }
+    for path in ["/healthz", "/readyz", "/api/v2/whoami", "/auth/verify"] {
+        let r = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&token)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        check(path, r.headers(), false);
     }
     // A caller's request id is kept, so logs on both sides line up.
     let r = app
