@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::auth::ScimCaller;
 use super::error::ScimError;
 use super::patch::{self, Op};
-use super::{GROUP_SCHEMA, Page, QueryParams, filter, json_body, list_response, respond};
+use super::{GROUP_SCHEMA, QueryParams, filter, json_body, list_response, respond};
 use crate::app::AppState;
 use crate::mail::{self, Mail};
 use crate::request::RequestMeta;
@@ -94,10 +94,32 @@ fn wants_members(q: &QueryParams) -> bool {
                 .any(|a| filter::attribute_name(a).starts_with("members")))
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    caller: ScimCaller,
-    Query(q): Query<QueryParams>,
+/// Whether the one group matches a filter; `None` when Groups have no such
+/// attribute.
+pub fn group_matches(f: &filter::Equals) -> Option<bool> {
+    match f.attribute.as_str() {
+        "displayname" => Some(f.value.eq_ignore_ascii_case(GROUP_NAME)),
+        "id" => Some(f.value == GROUP_ID),
+        "externalid" => Some(false),
+        _ => None,
+    }
+}
+
+/// The group, projected, if it matches and `wanted`.
+pub async fn projected(
+    state: &AppState,
+    org: i64,
+    q: &QueryParams,
+    projection: &super::Projection,
+) -> Result<Value, ScimError> {
+    let r = resource(state, org, wants_members(q)).await?;
+    Ok(projection.apply(r))
+}
+
+async fn find(
+    state: &AppState,
+    caller: &ScimCaller,
+    q: &QueryParams,
 ) -> Result<Response, ScimError> {
     let page = q.page()?;
     let projection = q.projection()?;
@@ -105,28 +127,41 @@ pub async fn list(
         None => true,
         Some(raw) => {
             let f = filter::parse(raw)?;
-            match f.attribute.as_str() {
-                "displayname" => f.value.eq_ignore_ascii_case(GROUP_NAME),
-                "id" => f.value == GROUP_ID,
-                "externalid" => false,
-                other => {
-                    return Err(ScimError::bad(
-                        "invalidFilter",
-                        format!(
-                            "Groups cannot be filtered on \"{other}\"; use displayName or id with eq."
-                        ),
-                    ));
-                }
-            }
+            group_matches(&f).ok_or_else(|| {
+                ScimError::bad(
+                    "invalidFilter",
+                    format!(
+                        "Groups cannot be filtered on \"{}\"; use displayName or id with eq.",
+                        f.attribute
+                    ),
+                )
+            })?
         }
     };
     let total = i64::from(matches);
     let mut resources = Vec::new();
     if matches && page.offset == 0 && page.count > 0 {
-        let r = resource(&state, caller.organization_id, wants_members(&q)).await?;
-        resources.push(projection.apply(r));
+        resources.push(projected(state, caller.organization_id, q, &projection).await?);
     }
-    Ok(list_response(total, Page { ..page }, resources))
+    Ok(list_response(total, page, resources))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    Query(q): Query<QueryParams>,
+) -> Result<Response, ScimError> {
+    find(&state, &caller, &q).await
+}
+
+/// `POST /Groups/.search`: the list, with its parameters in a SearchRequest.
+pub async fn search(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let q = super::search_params(&json_body(&body)?)?;
+    find(&state, &caller, &q).await
 }
 
 pub async fn get(

@@ -16,13 +16,15 @@ pub mod users;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::app::AppState;
+use crate::store::scim as store;
 use error::{CONTENT_TYPE, ScimError};
 
 pub const PREFIX: &str = "/scim/v2";
@@ -46,6 +48,9 @@ pub fn router() -> Router<AppState> {
         .route("/ResourceTypes/{id}", get(discovery::resource_type))
         .route("/Schemas", get(discovery::schemas))
         .route("/Schemas/{id}", get(discovery::schema))
+        .route("/.search", post(search))
+        .route("/Users/.search", post(users::search))
+        .route("/Groups/.search", post(groups::search))
         .route("/Users", get(users::list).post(users::create))
         .route(
             "/Users/{id}",
@@ -76,8 +81,91 @@ async fn method_not_allowed() -> ScimError {
     ScimError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         None,
-        "This endpoint does not take that method (bulk and /.search are not supported).",
+        "This endpoint does not take that method (bulk operations are not supported).",
     )
+}
+
+pub const SEARCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+
+/// A `SearchRequest` body (RFC 7644 §3.4.3) as the list's query parameters.
+pub fn search_params(body: &serde_json::Map<String, Value>) -> Result<QueryParams, ScimError> {
+    if let Some(schemas) = body.get("schemas")
+        && !schemas
+            .as_array()
+            .is_some_and(|s| s.iter().any(|v| v.as_str() == Some(SEARCH_SCHEMA)))
+    {
+        return Err(ScimError::bad(
+            "invalidSyntax",
+            format!("A search body's schemas must be [\"{SEARCH_SCHEMA}\"]."),
+        ));
+    }
+    let text = |name: &str| -> Result<Option<String>, ScimError> {
+        match body.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str().map(str::to_string).ok_or_else(|| {
+                        ScimError::bad("invalidValue", format!("{name} must list attribute names."))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| Some(v.join(","))),
+            Some(_) => Err(ScimError::bad(
+                "invalidValue",
+                format!("{name} has the wrong type."),
+            )),
+        }
+    };
+    Ok(QueryParams {
+        filter: text("filter")?,
+        start_index: text("startIndex")?,
+        count: text("count")?,
+        attributes: text("attributes")?,
+        excluded_attributes: text("excludedAttributes")?,
+    })
+}
+
+/// `POST /.search` at the root: Users, then the group, as one list. A
+/// filter applies to the resource types that have its attribute.
+async fn search(
+    State(state): State<AppState>,
+    caller: auth::ScimCaller,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let q = search_params(&json_body(&body)?)?;
+    let page = q.page()?;
+    let projection = q.projection()?;
+    let (user_match, group_match) = match &q.filter {
+        None => (Some(store::UserMatch::All), true),
+        Some(raw) => {
+            let f = filter::parse(raw)?;
+            let (u, g) = (users::user_match(&f), groups::group_matches(&f));
+            if u.is_none() && g.is_none() {
+                return Err(ScimError::bad(
+                    "invalidFilter",
+                    format!(
+                        "Neither Users nor Groups can be filtered on \"{}\".",
+                        f.attribute
+                    ),
+                ));
+            }
+            (u, g.unwrap_or(false))
+        }
+    };
+    let org = caller.organization_id;
+    let (user_total, mut resources) = match &user_match {
+        Some(m) => users::page_of(&state, org, m, page, &projection).await?,
+        None => (0, Vec::new()),
+    };
+    let total = user_total + i64::from(group_match);
+    // The group comes after the last user.
+    if group_match && page.offset <= user_total && (resources.len() as i64) < page.count {
+        resources.push(groups::projected(&state, org, &q, &projection).await?);
+    }
+    Ok(list_response(total, page, resources))
 }
 
 /// A SCIM resource or message as `application/scim+json`.

@@ -414,41 +414,78 @@ async fn save(
         .ok_or_else(|| no_user(user_id))
 }
 
+/// The users a filter asks for; `None` when Users have no such attribute.
+pub fn user_match(f: &filter::Equals) -> Option<UserMatch> {
+    Some(match f.attribute.as_str() {
+        "username" => UserMatch::UserName(f.value.clone()),
+        "externalid" => UserMatch::ExternalId(f.value.clone()),
+        "id" => UserMatch::Id(f.value.parse().unwrap_or(-1)),
+        "emails" | "emails.value" => UserMatch::Email(f.value.clone()),
+        _ => return None,
+    })
+}
+
+fn match_of(q: &QueryParams) -> Result<UserMatch, ScimError> {
+    let Some(raw) = &q.filter else {
+        return Ok(UserMatch::All);
+    };
+    let f = filter::parse(raw)?;
+    user_match(&f).ok_or_else(|| {
+        ScimError::bad(
+            "invalidFilter",
+            format!(
+                "Users cannot be filtered on \"{}\"; use userName, externalId, id or emails.value with eq.",
+                f.attribute
+            ),
+        )
+    })
+}
+
+/// One page of users matching `m` (total, resources already projected).
+pub async fn page_of(
+    state: &AppState,
+    org: i64,
+    m: &UserMatch,
+    page: super::Page,
+    projection: &super::Projection,
+) -> Result<(i64, Vec<Value>), ScimError> {
+    let total = store::count_users(&state.db, org, m).await?;
+    let users = store::list_users(&state.db, org, m, page.count, page.offset).await?;
+    let resources = users
+        .iter()
+        .map(|u| projection.apply(resource(state, u)))
+        .collect();
+    Ok((total, resources))
+}
+
+async fn find(
+    state: &AppState,
+    caller: &ScimCaller,
+    q: &QueryParams,
+) -> Result<Response, ScimError> {
+    let page = q.page()?;
+    let projection = q.projection()?;
+    let m = match_of(q)?;
+    let (total, resources) = page_of(state, caller.organization_id, &m, page, &projection).await?;
+    Ok(list_response(total, page, resources))
+}
+
 pub async fn list(
     State(state): State<AppState>,
     caller: ScimCaller,
     Query(q): Query<QueryParams>,
 ) -> Result<Response, ScimError> {
-    let page = q.page()?;
-    let projection = q.projection()?;
-    let m = match &q.filter {
-        None => UserMatch::All,
-        Some(raw) => {
-            let f = filter::parse(raw)?;
-            match f.attribute.as_str() {
-                "username" => UserMatch::UserName(f.value),
-                "externalid" => UserMatch::ExternalId(f.value),
-                "id" => UserMatch::Id(f.value.parse().unwrap_or(-1)),
-                "emails" | "emails.value" => UserMatch::Email(f.value),
-                other => {
-                    return Err(ScimError::bad(
-                        "invalidFilter",
-                        format!(
-                            "Users cannot be filtered on \"{other}\"; use userName, externalId, id or emails.value with eq."
-                        ),
-                    ));
-                }
-            }
-        }
-    };
-    let org = caller.organization_id;
-    let total = store::count_users(&state.db, org, &m).await?;
-    let users = store::list_users(&state.db, org, &m, page.count, page.offset).await?;
-    let resources = users
-        .iter()
-        .map(|u| projection.apply(resource(&state, u)))
-        .collect();
-    Ok(list_response(total, page, resources))
+    find(&state, &caller, &q).await
+}
+
+/// `POST /Users/.search`: the list, with its parameters in a SearchRequest.
+pub async fn search(
+    State(state): State<AppState>,
+    caller: ScimCaller,
+    body: Bytes,
+) -> Result<Response, ScimError> {
+    let q = super::search_params(&json_body(&body)?)?;
+    find(&state, &caller, &q).await
 }
 
 pub async fn get(

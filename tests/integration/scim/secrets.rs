@@ -121,6 +121,8 @@ async fn anything_but_a_live_scim_secret_is_refused(backend: Backend) {
         let e = expect(r, 401).await;
         assert_error(&e, 401, None, needle);
     }
+    // And a SCIM secret is no bearer token anywhere else.
+    assert_eq!(app.whoami_status(&scim.secret).await, 401);
     // A write with a wrong secret changes nothing.
     let r = call(
         &app,

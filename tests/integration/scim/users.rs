@@ -14,6 +14,8 @@ backend_tests!(
     put_replaces_and_patch_changes_single_attributes,
     bad_requests_get_precise_errors_and_change_nothing,
     discovery_describes_what_is_supported,
+    search_requests_filter_and_page_like_lists,
+    an_email_shared_with_another_organization_is_not_changed,
     the_group_cannot_be_created_renamed_or_deleted,
 );
 
@@ -502,5 +504,138 @@ async fn the_group_cannot_be_created_renamed_or_deleted(backend: Backend) {
         json!(scim.root.to_string()),
         "superusers are listed"
     );
+    app.shutdown().await;
+}
+
+async fn search_requests_filter_and_page_like_lists(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let scim = setup(&app).await;
+    let s = &scim.secret;
+    let id = create_user(&app, s, "ned", "ned@example.com").await;
+    let search = |body: Value| {
+        let app = &app;
+        async move {
+            let r = call(app, s, reqwest::Method::POST, "/Users/.search", Some(body)).await;
+            expect(r, 200).await
+        }
+    };
+    let found = search(json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": "userName eq \"NED\"",
+        "attributes": ["userName"]
+    }))
+    .await;
+    assert_eq!(found["totalResults"], json!(1));
+    assert_eq!(
+        found["Resources"][0],
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": id.to_string(), "userName": "ned"})
+    );
+    let page = search(json!({"startIndex": 2, "count": 1})).await;
+    assert_eq!(page["totalResults"], json!(2));
+    assert_eq!(page["Resources"][0]["id"], json!(id.to_string()));
+    // At the root: both users, then the group.
+    let all = expect(
+        call(&app, s, reqwest::Method::POST, "/.search", Some(json!({}))).await,
+        200,
+    )
+    .await;
+    assert_eq!(all["totalResults"], json!(3));
+    assert_eq!(all["Resources"][2]["id"], json!("token-holders"));
+    let group = expect(
+        call(
+            &app,
+            s,
+            reqwest::Method::POST,
+            "/.search",
+            Some(json!({"filter": "displayName eq \"Token holders\""})),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(group["totalResults"], json!(1));
+    let e = expect(
+        call(
+            &app,
+            s,
+            reqwest::Method::POST,
+            "/.search",
+            Some(json!({"filter": "title eq \"x\""})),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_error(&e, 400, Some("invalidFilter"), "title");
+    let e = expect(
+        call(
+            &app,
+            s,
+            reqwest::Method::POST,
+            "/Users/.search",
+            Some(json!({"schemas": ["nope"]})),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_error(&e, 400, Some("invalidSyntax"), "SearchRequest");
+    app.shutdown().await;
+}
+
+async fn an_email_shared_with_another_organization_is_not_changed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let scim = setup(&app).await;
+    let id = create_user(&app, &scim.secret, "sam", "sam@example.com").await;
+    // Sam also belongs to another organization.
+    let other = keysmith::store::orgs::bootstrap(
+        app.db(),
+        &keysmith::domain::OrgName::parse("Globex").unwrap(),
+        &keysmith::domain::EmailAddress::parse("boss@example.com").unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut tx = app.db().begin().await.unwrap();
+    keysmith::store::orgs::add_member(
+        &mut tx,
+        other.organization.id,
+        &keysmith::domain::EmailAddress::parse("sam@example.com").unwrap(),
+        keysmith::store::orgs::Role::Member,
+        false,
+        app.state.clock.unix(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let r = call(
+        &app,
+        &scim.secret,
+        reqwest::Method::PATCH,
+        &format!("/Users/{id}"),
+        Some(json!({"Operations": [{"op": "replace", "path": "emails", "value": [{"value": "evil@example.com"}]}]})),
+    )
+    .await;
+    let e = expect(r, 409).await;
+    assert_error(&e, 409, None, "another organization");
+    let (email,): (String,) = sqlx::query_as("SELECT email FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(email, "sam@example.com");
+    // The other organization's members are not this SCIM secret's users.
+    let e = expect(
+        call(
+            &app,
+            &scim.secret,
+            reqwest::Method::GET,
+            &format!("/Users/{}", other.user.id),
+            None,
+        )
+        .await,
+        404,
+    )
+    .await;
+    assert_error(&e, 404, None, "No user");
     app.shutdown().await;
 }
