@@ -258,6 +258,10 @@ pub fn actor_text(e: &AuditRow) -> String {
         (None, None) if e.detail.as_deref() == Some("email_link") => {
             "Someone with the email link".into()
         }
+        // SCIM changes name the secret they came with: "SCIM (Okta)".
+        (None, None) if e.detail.as_deref().is_some_and(|d| d.starts_with("SCIM (")) => {
+            e.detail.clone().unwrap_or_default()
+        }
         (None, None) => "Keysmith".into(),
     }
 }

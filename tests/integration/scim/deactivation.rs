@@ -138,6 +138,13 @@ async fn deactivating_a_user_ends_sessions_and_stops_tokens_on_the_next_request(
     .await
     .unwrap();
     assert_eq!(detail.as_deref(), Some("SCIM (Okta)"));
+    // The audit log names SCIM, by the secret's label, as the actor.
+    let csv = app.get("/team/audit.csv").await.text().await.unwrap();
+    let line = csv
+        .lines()
+        .find(|l| l.contains(",\"member.disabled\","))
+        .expect("the disable is in the log");
+    assert_eq!(line.split(',').nth(2), Some("\"SCIM (Okta)\""), "{line}");
     app.shutdown().await;
 }
 
