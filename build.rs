@@ -16,6 +16,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_detect_secrets_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_prometheus_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_openapi_tests)");
+    println!("cargo::rustc-check-cfg=cfg(skip_scim_tests)");
     for var in [
         "CI",
         "KEYSMITH_TEST_POSTGRES_URL",
@@ -64,6 +65,15 @@ fn main() {
     // tests/a11y (`npm ci --prefix tests/a11y`); it needs the browser too.
     if !Path::new("tests/a11y/node_modules/axe-core/axe.min.js").exists() {
         println!("cargo::rustc-cfg=skip_axe_tests");
+    }
+    // The SCIM conformance tests run scim2-tester and scim2-client (PyPI,
+    // pinned in tests/scim/requirements.txt) against the live server.
+    let scim = std::process::Command::new("python3")
+        .args(["-c", "import scim2_tester, scim2_client, httpx2"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !scim {
+        println!("cargo::rustc-cfg=skip_scim_tests");
     }
     // The scanner-rule test runs Yelp's detect-secrets (PyPI) as a process.
     let detect_secrets = std::process::Command::new("python3")

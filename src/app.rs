@@ -182,6 +182,14 @@ pub fn router(state: AppState) -> Router {
             "/team/projects/{id}/archive",
             post(web::team::archive_project),
         )
+        .route(
+            "/team/scim-tokens",
+            get(web::scim_tokens::page).post(web::scim_tokens::create),
+        )
+        .route(
+            "/team/scim-tokens/{id}/revoke",
+            post(web::scim_tokens::revoke),
+        )
         .route("/team/audit", get(web::team_audit::page))
         .route("/team/audit.csv", get(web::team_audit::csv))
         .route(
@@ -225,6 +233,8 @@ pub fn router(state: AppState) -> Router {
     // through (documents, rotation, leak reports).
     let site = browser
         .route("/static/{*path}", get(web::assets::serve))
+        // SCIM: bearer-authenticated per organization, outside CSRF.
+        .nest(crate::scim::PREFIX, crate::scim::router())
         .route(api::openapi::PATH, get(api::openapi::document))
         .route(api::metadata::PATH, get(api::metadata::metadata))
         .route(api::rotate::PATH, post(api::rotate::self_rotate))
@@ -388,6 +398,8 @@ pub enum StartError {
         addr: SocketAddr,
         reason: std::io::Error,
     },
+    #[error("KEYSMITH_SCIM_TOKENS: {0}")]
+    Scim(String),
     #[error("KEYSMITH_METRICS_ADDR: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
 }
@@ -433,6 +445,9 @@ impl RunningServer {
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let db = Db::connect(&config.database_url, &PoolSettings::default()).await?;
     db.migrate().await?;
+    crate::scim::auth::check_configured(&db, &config.scim_tokens)
+        .await
+        .map_err(StartError::Scim)?;
     let csrf_key = auth::csrf::CsrfKey::load(&db).await?;
     let listener = TcpListener::bind(config.addr)
         .await

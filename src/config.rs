@@ -349,6 +349,9 @@ pub struct Config {
     pub scopes: ScopeCatalogue,
     pub rate_limits: RateLimits,
     pub introspection_clients: Vec<IntrospectionClient>,
+    /// `KEYSMITH_SCIM_TOKENS`: SCIM bearer secrets set by the operator, per
+    /// organization name (only their digests are kept).
+    pub scim_tokens: Vec<crate::scim::auth::ConfiguredToken>,
     /// `/auth/verify` answers a rate-limited request with 403 instead of
     /// 429: nginx `auth_request` turns any status but 2xx/401/403 into a 500.
     pub verify_429_as_403: bool,
@@ -598,6 +601,11 @@ impl Config {
             None => Vec::new(),
         };
 
+        let scim_tokens = match vars.get("KEYSMITH_SCIM_TOKENS") {
+            Some(raw) => crate::scim::auth::parse_configured_tokens(raw)?,
+            None => Vec::new(),
+        };
+
         let mcp_url = match get("KEYSMITH_MCP_URL", file.mcp_url.as_ref()) {
             Some(raw) => {
                 let url = Url::parse(&raw).map_err(|e| {
@@ -683,6 +691,7 @@ impl Config {
             scopes,
             rate_limits,
             introspection_clients,
+            scim_tokens,
             verify_429_as_403,
             max_live_tokens_per_member,
             token_creations_per_hour,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod mail;
 pub mod metrics;
 pub mod request;
+pub mod scim;
 pub mod serve;
 pub mod service;
 pub mod store;

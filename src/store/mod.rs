@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod projects;
 pub mod rate_limits;
 pub mod rotation;
+pub mod scim;
 pub mod server_secrets;
 pub mod sessions;
 pub mod team;

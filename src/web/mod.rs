@@ -11,6 +11,7 @@ pub mod mcp;
 pub mod pages;
 pub mod regenerate;
 pub mod revoke_link;
+pub mod scim_tokens;
 pub mod setup;
 pub mod signin;
 pub mod team;

@@ -262,6 +262,10 @@ pub fn actor_text(e: &AuditRow) -> String {
         (None, None) if e.action == "token.revoked" && e.detail.as_deref() == Some("leaked") => {
             crate::service::leaks::REPORTER.into()
         }
+        // SCIM changes name the secret they came with: "SCIM (Okta)".
+        (None, None) if e.detail.as_deref().is_some_and(|d| d.starts_with("SCIM (")) => {
+            e.detail.clone().unwrap_or_default()
+        }
         (None, None) => "Keysmith".into(),
     }
 }

@@ -21,6 +21,7 @@ mod metrics;
 mod notifications;
 mod openapi;
 mod proxies;
+mod scim;
 mod secret_scanning;
 mod secrets;
 mod sessions;
