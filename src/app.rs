@@ -95,7 +95,7 @@ pub fn router(state: AppState) -> Router {
             "/signin/link/{secret}",
             get(web::signin::link_page).post(web::signin::use_link),
         )
-        .route(auth::oidc::START_PATH, post(web::oidc::start))
+        .route(auth::oidc::START_PATH, get(web::oidc::start))
         .route(auth::oidc::CALLBACK_PATH, get(web::oidc::callback))
         .route("/signout", post(web::signin::signout))
         .route(

@@ -7,8 +7,7 @@
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::Form;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use axum_extra::extract::cookie::CookieJar;
@@ -58,8 +57,12 @@ pub fn check_provider_at_start(oidc: Arc<Oidc>) {
     });
 }
 
+/// A GET link rather than a form: the page's `form-action 'self'` policy
+/// would stop a form whose answer redirects to the provider. Starting a
+/// sign-in changes nothing but this browser's own cookie and a record only
+/// this browser can use.
 #[derive(Deserialize)]
-pub struct StartForm {
+pub struct StartQuery {
     #[serde(default)]
     next: Option<String>,
 }
@@ -68,7 +71,7 @@ pub async fn start(
     State(state): State<AppState>,
     Extension(csrf): Extension<CsrfToken>,
     jar: CookieJar,
-    Form(form): Form<StartForm>,
+    Query(form): Query<StartQuery>,
 ) -> PageResult {
     let Some(oidc) = state.oidc.clone() else {
         return Ok(message_response(
