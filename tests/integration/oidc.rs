@@ -413,7 +413,29 @@ async fn jit_membership_follows_the_claim(backend: Backend) {
     .unwrap();
     assert_eq!(n, 1);
 
-    // Removed from the group: the next sign-in disables the membership.
+    // A superuser grants the token permission (here straight in the
+    // database), and Bob makes a token in his SSO session.
+    sqlx::query("UPDATE memberships SET can_manage_tokens = 1 WHERE oidc_managed = 1")
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    let csrf = app.csrf_with(&client, "/settings/api-tokens").await;
+    let r = client
+        .post(app.url("/api/user/api-keys"))
+        .header("x-csrf-token", csrf)
+        .json(&serde_json::json!({"label": "ci", "scopes": ["read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let token = r.json::<serde_json::Value>().await.unwrap()["plaintext"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(app.whoami_status(&token).await, 200);
+
+    // Removed from the groups: the next sign-in disables the membership,
+    // ends its sessions and stops its token at once.
     provider.set_accounts(serde_json::json!({"bob@example.com": {"groups": ["other"]}}));
     let client = new_client();
     let callback = through_provider(&app, &provider, &client, "bob@example.com").await;
@@ -422,6 +444,12 @@ async fn jit_membership_follows_the_claim(backend: Backend) {
     assert!(r.text().await.unwrap().contains("access is disabled"));
     let (_, _, disabled, _) = membership().await;
     assert!(disabled.is_some(), "membership disabled");
+    assert_eq!(app.whoami_status(&token).await, 401, "its token stopped");
+    assert_eq!(
+        sessions_of(&app, "bob@example.com").await,
+        0,
+        "sessions ended"
+    );
 
     // Back in a group that grants tokens: enabled again, with the permission.
     provider.set_accounts(serde_json::json!({"bob@example.com": {"groups": ["acme-devs"]}}));
