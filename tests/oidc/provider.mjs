@@ -98,5 +98,17 @@ provider.use(async (ctx, next) => {
   ctx.redirect(to);
 });
 
+// A test knob: an account with "tamper": "nonce" gets an ID token whose
+// nonce is not the one the client sent (a replayed or swapped token), which
+// a correct client must refuse.
+const setClaim = provider.IdToken.prototype.set;
+provider.IdToken.prototype.set = function set(key, value) {
+  const sub = this.available && this.available.sub;
+  if (key === 'nonce' && sub && accounts()[sub]?.tamper === 'nonce') {
+    return setClaim.call(this, key, 'a-nonce-keysmith-never-sent');
+  }
+  return setClaim.call(this, key, value);
+};
+
 server.on('request', provider.callback());
 console.log(`issuer ${issuer}`);
