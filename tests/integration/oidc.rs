@@ -201,7 +201,26 @@ backend_tests!(
     email_signin_can_be_turned_off_with_a_break_glass_link,
     unreachable_provider_gets_a_clear_page,
     id_token_with_the_wrong_nonce_is_refused,
+    id_token_for_another_audience_is_refused,
 );
+
+async fn id_token_for_another_audience_is_refused(backend: Backend) {
+    let (app, provider) = spawn_pair(
+        backend,
+        serde_json::json!({"ada@example.com": {"tamper": "audience"}}),
+        &[],
+    )
+    .await;
+    bootstrap(&app, "ada@example.com").await;
+    let client = new_client();
+    let callback = through_provider(&app, &provider, &client, "ada@example.com").await;
+    let r = client.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("could not be verified"), "{body}");
+    assert!(body.to_lowercase().contains("audience"), "{body}");
+    assert_eq!(sessions_of(&app, "ada@example.com").await, 0);
+}
 
 async fn id_token_with_the_wrong_nonce_is_refused(backend: Backend) {
     let (app, provider) = spawn_pair(

@@ -98,7 +98,7 @@ provider.use(async (ctx, next) => {
   ctx.redirect(to);
 });
 
-// A test knob: an account with "tamper": "nonce" gets an ID token whose
+// Test knobs: an account with "tamper": "nonce" gets an ID token whose
 // nonce is not the one the client sent (a replayed or swapped token), which
 // a correct client must refuse.
 const setClaim = provider.IdToken.prototype.set;
@@ -108,6 +108,23 @@ provider.IdToken.prototype.set = function set(key, value) {
     return setClaim.call(this, key, 'a-nonce-keysmith-never-sent');
   }
   return setClaim.call(this, key, value);
+};
+
+// "tamper": "audience": the ID token is made out to another client.
+const issue = provider.IdToken.prototype.issue;
+provider.IdToken.prototype.issue = function issueTampered(options) {
+  const sub = this.available && this.available.sub;
+  if (options?.use === 'idtoken' && sub && accounts()[sub]?.tamper === 'audience') {
+    const real = this.client;
+    this.client = new Proxy(real, {
+      get(target, prop) {
+        if (prop === 'clientId') return 'another-client';
+        const v = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+  }
+  return issue.call(this, options);
 };
 
 server.on('request', provider.callback());
