@@ -609,3 +609,107 @@ fn oidc_config_errors_name_the_setting() {
     .unwrap_err();
     assert_eq!(err.setting, "KEYSMITH_OIDC_ISSUER");
 }
+
+#[test]
+fn serve_stops_at_start_with_one_line_for_an_incomplete_oidc_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keysmith"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env(
+            "KEYSMITH_OIDC_ISSUER",
+            "https://sso.example.com/realms/acme",
+        )
+        .arg("serve")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("KEYSMITH_OIDC_CLIENT_ID"), "{err}");
+    assert!(
+        !dir.path().join("keysmith.db").exists(),
+        "nothing was created"
+    );
+}
+
+/// `keysmith signin-link`, the break-glass path, run as the binary.
+mod break_glass {
+    use std::process::Command;
+
+    use super::{CLIENT_ID, CLIENT_SECRET};
+    use crate::backend_tests;
+    use crate::harness::Backend;
+
+    backend_tests!(break_glass_signin_link_is_for_superusers_when_email_links_are_off);
+
+    async fn break_glass_signin_link_is_for_superusers_when_email_links_are_off(backend: Backend) {
+        let test_db = crate::harness::TestDb::new(backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        let env = [
+            ("DATABASE_URL", test_db.url.as_str()),
+            (
+                "KEYSMITH_OIDC_ISSUER",
+                "https://sso.example.com/realms/acme",
+            ),
+            ("KEYSMITH_OIDC_CLIENT_ID", CLIENT_ID),
+            ("KEYSMITH_OIDC_CLIENT_SECRET", CLIENT_SECRET),
+            ("KEYSMITH_EMAIL_SIGNIN", "false"),
+        ];
+        let run = |args: &[&str]| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_keysmith"));
+            cmd.current_dir(dir.path())
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .args(args);
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            cmd.output().unwrap()
+        };
+        let out = run(&["bootstrap", "--org", "Acme", "--email", "ada@example.com"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let db = keysmith::store::Db::connect(
+            &keysmith::config::DatabaseUrl::parse(&test_db.url).unwrap(),
+            &keysmith::store::PoolSettings::default(),
+        )
+        .await
+        .unwrap();
+        let (org,): (i64,) = sqlx::query_as("SELECT id FROM organizations")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        keysmith::store::orgs::add_member(
+            &mut db.pool().acquire().await.unwrap(),
+            org,
+            &keysmith::domain::EmailAddress::parse("bob@example.com").unwrap(),
+            keysmith::store::orgs::Role::Member,
+            true,
+            0,
+        )
+        .await
+        .unwrap();
+
+        let out = run(&["signin-link", "ada@example.com"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("/signin/link/"), "{stdout}");
+
+        let out = run(&["signin-link", "bob@example.com"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty(), "no link printed");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not a superuser"), "{err}");
+        assert!(err.contains("KEYSMITH_EMAIL_SIGNIN"), "{err}");
+        db.close().await;
+    }
+}
