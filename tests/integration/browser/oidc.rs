@@ -45,6 +45,12 @@ async fn member_signs_in_through_the_provider_and_jit_membership_follows_the_cla
     .await
     .unwrap();
     let browser = Browser::start().await;
+    browser.goto(&app.url("/signin")).await;
+    assert_eq!(
+        browser.text("#sso-signin").await,
+        "Sign in with Test Provider"
+    );
+    browser.screenshot("sso-signin-page").await;
 
     // An existing member: lands on the settings page, signed in.
     sign_in_through_provider(&browser, &app, "ada@example.com").await;
