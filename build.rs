@@ -17,6 +17,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(skip_prometheus_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_openapi_tests)");
     println!("cargo::rustc-check-cfg=cfg(skip_scim_tests)");
+    println!("cargo::rustc-check-cfg=cfg(skip_oidc_tests)");
     for var in [
         "CI",
         "KEYSMITH_TEST_POSTGRES_URL",
@@ -82,6 +83,11 @@ fn main() {
         .is_ok_and(|s| s.success());
     if !detect_secrets {
         println!("cargo::rustc-cfg=skip_detect_secrets_tests");
+    }
+    // The SSO tests run a real OpenID provider: npm's oidc-provider, installed
+    // into tests/oidc (`npm ci --prefix tests/oidc`).
+    if !Path::new("tests/oidc/node_modules/oidc-provider").exists() {
+        println!("cargo::rustc-cfg=skip_oidc_tests");
     }
     // The OAuth client tests run openid-client (Node) and Authlib (Python).
     let openid_client = Path::new("tests/clients/node/node_modules/openid-client").exists();

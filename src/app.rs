@@ -55,6 +55,8 @@ pub struct Shared {
     pub throttles: Arc<Throttles>,
     /// The key CSRF tokens are derived with (kept in the database).
     pub csrf_key: auth::csrf::CsrfKey,
+    /// The OpenID Connect provider, when one is configured.
+    pub oidc: Option<Arc<auth::oidc::Oidc>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -93,6 +95,8 @@ pub fn router(state: AppState) -> Router {
             "/signin/link/{secret}",
             get(web::signin::link_page).post(web::signin::use_link),
         )
+        .route(auth::oidc::START_PATH, get(web::oidc::start))
+        .route(auth::oidc::CALLBACK_PATH, get(web::oidc::callback))
         .route("/signout", post(web::signin::signout))
         .route(
             "/tokens/revoke/{secret}",
@@ -402,6 +406,8 @@ pub enum StartError {
     Scim(String),
     #[error("KEYSMITH_METRICS_ADDR: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// A server running in the background; `shutdown` stops it gracefully.
@@ -465,6 +471,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         // links must name the port the OS actually chose.
         let _ = config.public_url.set_port(Some(addr.port()));
     }
+    let oidc = match &config.oidc {
+        Some(settings) => Some(Arc::new(auth::oidc::Oidc::new(
+            settings.clone(),
+            &config.public_url,
+        )?)),
+        None => None,
+    };
     let config = Arc::new(config);
     let clock = Clock::default();
     let mail = MailWaker::default();
@@ -482,7 +495,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         mail,
         throttles: Arc::new(Throttles::default()),
         csrf_key,
+        oidc,
     });
+    if let Some(oidc) = state.oidc.clone() {
+        web::oidc::check_provider_at_start(oidc);
+    }
     let transport = Transport::from_config(&state.config.mail).map_err(StartError::Mail)?;
     let (stop_workers, workers_stopped) = watch::channel(false);
     // The recorder first: what the workers count from their first pass on

@@ -379,6 +379,11 @@ pub struct Config {
     /// Where Prometheus scrapes `/metrics`: a listener of its own, off
     /// unless set, so the main address never exposes it (see `metrics`).
     pub metrics_addr: Option<SocketAddr>,
+    /// Sign-in with OpenID Connect (`KEYSMITH_OIDC_*`); `None`: off.
+    pub oidc: Option<crate::auth::oidc::OidcSettings>,
+    /// `/signin` offers email links (`KEYSMITH_EMAIL_SIGNIN`, default on).
+    /// Off only beside OIDC; `keysmith signin-link` still works for superusers.
+    pub email_signin: bool,
 }
 
 /// A URL or a file holding GitHub's secret scanning key document,
@@ -678,6 +683,22 @@ impl Config {
             None => None,
         };
 
+        let oidc = crate::auth::oidc::OidcSettings::from_vars(|k| {
+            vars.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        })?;
+        let email_signin = match vars.get("KEYSMITH_EMAIL_SIGNIN") {
+            Some(v) => parse_bool("KEYSMITH_EMAIL_SIGNIN", v)?,
+            None => true,
+        };
+        if !email_signin && oidc.is_none() {
+            return Err(ConfigError::new(
+                "KEYSMITH_EMAIL_SIGNIN",
+                "is off but no other way to sign in is configured; set KEYSMITH_OIDC_ISSUER (and its client id and secret) first",
+            ));
+        }
+
         Ok(Config {
             addr,
             public_url,
@@ -704,6 +725,8 @@ impl Config {
             config_file,
             secret_scanning_keys,
             metrics_addr,
+            oidc,
+            email_signin,
         })
     }
 

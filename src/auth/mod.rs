@@ -2,6 +2,7 @@
 //! links, sessions, CSRF protection, and the throttle on link requests.
 
 pub mod csrf;
+pub mod oidc;
 pub mod secret;
 pub mod session;
 pub mod signin;

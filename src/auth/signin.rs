@@ -17,6 +17,10 @@ pub enum SigninLinkError {
     UnknownUser(EmailAddress),
     #[error("{0} is not an active member of any organization")]
     NoActiveMembership(EmailAddress),
+    #[error(
+        "{0} is not a superuser, and email sign-in is off (KEYSMITH_EMAIL_SIGNIN=false): only superusers get a break-glass link; others sign in through single sign-on"
+    )]
+    EmailSigninOff(EmailAddress),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -38,8 +42,12 @@ pub async fn issue_signin_link(
     let user = orgs::find_user_by_email(db, email)
         .await?
         .ok_or_else(|| SigninLinkError::UnknownUser(email.clone()))?;
-    if orgs::active_memberships(db, user.id).await?.is_empty() {
+    let memberships = orgs::active_memberships(db, user.id).await?;
+    if memberships.is_empty() {
         return Err(SigninLinkError::NoActiveMembership(email.clone()));
+    }
+    if !config.email_signin && !memberships.iter().any(|m| m.role == orgs::Role::Superuser) {
+        return Err(SigninLinkError::EmailSigninOff(email.clone()));
     }
     let secret = Secret::generate();
     let digest = secret.digest_hex();

@@ -11,6 +11,7 @@
 pub mod health;
 pub mod invalidation;
 pub mod links;
+pub mod oidc;
 pub mod orgs;
 pub mod outbox;
 pub mod projects;

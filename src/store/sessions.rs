@@ -20,6 +20,8 @@ pub enum SignInMethod {
     Setup,
     /// Accepting an invitation as a new account.
     Invitation,
+    /// OpenID Connect: "signed in via SSO".
+    Sso,
 }
 
 impl SignInMethod {
@@ -28,6 +30,7 @@ impl SignInMethod {
             SignInMethod::EmailLink => "email_link",
             SignInMethod::Setup => "setup_link",
             SignInMethod::Invitation => "invitation",
+            SignInMethod::Sso => "sso",
         }
     }
 }

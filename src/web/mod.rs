@@ -8,6 +8,7 @@ pub mod format;
 pub mod health;
 pub mod layout;
 pub mod mcp;
+pub mod oidc;
 pub mod pages;
 pub mod regenerate;
 pub mod revoke_link;

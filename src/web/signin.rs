@@ -44,6 +44,10 @@ struct SignInPage {
     next: String,
     error: Option<String>,
     rate_limited: Option<String>,
+    /// "Sign in with …", when an OpenID Connect provider is configured.
+    sso_label: Option<String>,
+    /// The email-link form is offered.
+    email_signin: bool,
 }
 
 #[derive(Template)]
@@ -82,6 +86,8 @@ pub async fn signin_page(
         next,
         error: None,
         rate_limited: None,
+        sso_label: crate::web::oidc::button_label(&state),
+        email_signin: state.config.email_signin,
     };
     Ok(Html(page.render()?).into_response())
 }
@@ -103,6 +109,9 @@ pub async fn request_link(
     let started = Instant::now();
     let next = safe_next(form.next.as_deref()).unwrap_or_else(|| HOME.into());
     let layout = || Layout::anonymous(&csrf.0, state.dev_mail_enabled());
+    if !state.config.email_signin {
+        return Ok(email_signin_off(&state, &csrf.0));
+    }
     let email = match EmailAddress::parse(&form.email) {
         Ok(email) => email,
         Err(e) => {
@@ -112,6 +121,8 @@ pub async fn request_link(
                 next,
                 error: Some(e.0),
                 rate_limited: None,
+                sso_label: crate::web::oidc::button_label(&state),
+                email_signin: state.config.email_signin,
             };
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Html(page.render()?)).into_response());
         }
@@ -133,6 +144,8 @@ pub async fn request_link(
                 "Too many sign-in links were requested from here or for this address. Try again in {minutes} minute{}.",
                 if minutes == 1 { "" } else { "s" }
             )),
+            sso_label: crate::web::oidc::button_label(&state),
+            email_signin: state.config.email_signin,
         };
         let mut response = (StatusCode::TOO_MANY_REQUESTS, Html(page.render()?)).into_response();
         response
@@ -168,6 +181,20 @@ pub async fn request_link(
         email: email.to_string(),
     };
     Ok(Html(page.render()?).into_response())
+}
+
+/// Email-link sign-in is turned off (`KEYSMITH_EMAIL_SIGNIN=false`).
+fn email_signin_off(state: &AppState, csrf: &str) -> Response {
+    let label = crate::web::oidc::button_label(state).unwrap_or_else(|| "Sign in".into());
+    message_response(
+        StatusCode::FORBIDDEN,
+        Layout::anonymous(csrf, state.dev_mail_enabled()),
+        "Email sign-in links are turned off",
+        &format!(
+            "This Keysmith signs people in through single sign-on. Use “{label}” on the sign-in page."
+        ),
+        Some(("/signin", "Back to sign-in")),
+    )
 }
 
 fn link_problem(state: &AppState, csrf: &str, link: &LinkState) -> Response {
@@ -255,6 +282,11 @@ pub async fn use_link(
         return Ok(link_problem(&state, &csrf.0, &LinkState::Unknown));
     };
     let memberships = orgs::active_memberships_in(&mut tx, user_id).await?;
+    // With email links off only the superusers' break-glass link works.
+    if !state.config.email_signin && !memberships.iter().any(|m| m.role == orgs::Role::Superuser) {
+        tx.rollback().await.map_err(StoreError::from)?;
+        return Ok(email_signin_off(&state, &csrf.0));
+    }
     let Some(first) = memberships.first() else {
         tx.commit().await.map_err(StoreError::from)?;
         return Ok(message_response(

@@ -186,6 +186,7 @@ const ACTION_LABELS: &[(&str, &str)] = &[
     ("member.permission_granted", "Token permission granted"),
     ("member.permission_withdrawn", "Token permission withdrawn"),
     ("member.promoted", "Member made a superuser"),
+    ("member.provisioned", "Member added by single sign-on"),
     ("organization.bootstrapped", "Organization created"),
     ("organization.policy_changed", "Token policy changed"),
     ("project.archived", "Project archived"),
@@ -266,6 +267,7 @@ pub fn actor_text(e: &AuditRow) -> String {
         (None, None) if e.detail.as_deref().is_some_and(|d| d.starts_with("SCIM (")) => {
             e.detail.clone().unwrap_or_default()
         }
+        (None, None) if e.detail.as_deref() == Some("sso") => "The single sign-on provider".into(),
         (None, None) => "Keysmith".into(),
     }
 }

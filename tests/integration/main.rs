@@ -19,6 +19,7 @@ mod mail_deadlines;
 mod mcp_card;
 mod metrics;
 mod notifications;
+mod oidc;
 mod openapi;
 mod proxies;
 mod scim;

@@ -13,6 +13,7 @@ mod axe;
 mod csp;
 mod emails;
 mod layout;
+mod oidc;
 mod shown_once;
 mod signin;
 mod team;
