@@ -24,7 +24,7 @@ BARE_PORT="${BARE_PORT:-$(( PORT + 1 ))}"
 source bench/common.sh
 # Keep build.rs's view of the environment stable, so this reuses the test build's cfg.
 export KEYSMITH_TEST_POSTGRES_URL="${KEYSMITH_TEST_POSTGRES_URL:-$PG_ADMIN}"
-cargo build --release --quiet --bin keysmith --example bench_seed --example bare_axum
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release --quiet --bin keysmith --example bench_seed --example bare_axum
 
 work="$(mktemp -d)"
 server_pid=""
