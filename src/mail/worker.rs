@@ -1,29 +1,36 @@
-//! The outbox worker: claims due messages one at a time, renders and sends
-//! them, and on failure schedules a retry with exponential backoff and
-//! jitter, until the message is older than the give-up time; then it is
-//! marked failed (`keysmith mail status` shows it, `keysmith mail retry`
-//! requeues it). Token actions never wait for any of this.
+//! The outbox worker: claims due messages in batches, renders and sends up
+//! to `KEYSMITH_MAIL_CONCURRENCY` of them at once over pooled SMTP
+//! connections, and records what became of them in batches too. On
+//! failure a message is scheduled for a retry with exponential backoff and
+//! jitter, until it is older than the give-up time; then it is marked
+//! failed (`keysmith mail status` shows it, `keysmith mail retry` requeues
+//! it). Token actions never wait for any of this.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::TryRng;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 use super::MailWaker;
 use super::render::{PrepareError, prepare};
 use super::transport::Transport;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::store::{Db, outbox};
+use crate::store::Db;
+use crate::store::outbox::{self, OutboxMessage, Outcome};
 
-/// How long a claimed message stays reserved for the worker that took it.
-const LEASE_SECONDS: i64 = 120;
 /// How often the worker looks for due mail when nobody wakes it.
 const POLL: Duration = Duration::from_millis(1000);
+/// The longest a finished delivery waits to be written down while others
+/// are still running: a crash in that window sends the message again.
+const RECORD_WITHIN: Duration = Duration::from_millis(50);
 const RETRY_BASE_SECONDS: f64 = 5.0;
 const RETRY_MAX_SECONDS: f64 = 600.0;
+const INTERRUPTED: &str = "interrupted by shutdown; sent at the next start";
 
 pub struct MailWorker {
     pub db: Db,
@@ -43,41 +50,177 @@ pub fn backoff_seconds(attempts: i64) -> i64 {
     (exp.min(RETRY_MAX_SECONDS) * jitter).round() as i64
 }
 
+/// How long a claimed message stays reserved for the worker that took it.
+/// A claimed message waits for at most one delivery ahead of it (a claim
+/// takes no more than the free slots and the queue is empty when it
+/// claims), then takes its own: each bounded by the SMTP timeout, so the
+/// lease outlasts both with room for rendering and the database.
+pub fn lease_seconds(smtp_timeout: Duration) -> i64 {
+    (3 * smtp_timeout.as_secs() as i64 + 60).max(120)
+}
+
+/// What the worker holds between passes of its loop.
+struct Pipeline {
+    /// Claimed, not started yet.
+    queue: VecDeque<OutboxMessage>,
+    running: JoinSet<Outcome>,
+    /// Which outbox row each running task delivers.
+    tasks: HashMap<tokio::task::Id, i64>,
+    /// Finished, not written down yet.
+    done: Vec<Outcome>,
+    /// When the oldest of `done` must be written at the latest.
+    record_by: Instant,
+    /// When to look for due mail next.
+    claim_at: Instant,
+}
+
 impl MailWorker {
-    /// Runs until `stop` turns true. A message in hand when it does is
+    /// Runs until `stop` turns true. Messages in hand when it does are
     /// abandoned, not waited for (an SMTP server may stall for minutes and
-    /// container runtimes kill after 10 s): it is put back in the queue,
-    /// due at once, and its stable Message-ID lets a receiver recognise the
-    /// copy if the server had in fact taken it.
-    pub fn spawn(self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            loop {
-                if *stop.borrow() {
-                    return;
-                }
-                match outbox::claim_next(&self.db, self.clock.unix(), LEASE_SECONDS).await {
-                    Ok(Some(row)) => self.deliver(row, &mut stop).await,
-                    Ok(None) => {
-                        tokio::select! {
-                            () = self.waker.wait() => {}
-                            () = tokio::time::sleep(POLL) => {}
-                            _ = stop.changed() => {}
+    /// container runtimes kill after 10 s): they are put back in the queue,
+    /// due at once, and a stable Message-ID lets a receiver recognise the
+    /// copy if the server had in fact taken one.
+    pub fn spawn(self, stop: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(Arc::new(self).run(stop))
+    }
+
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let slots = self.config.mail_concurrency.max(1);
+        let lease = lease_seconds(self.config.smtp_timeout);
+        let mut p = Pipeline {
+            queue: VecDeque::new(),
+            running: JoinSet::new(),
+            tasks: HashMap::new(),
+            done: Vec::new(),
+            record_by: Instant::now(),
+            claim_at: Instant::now(),
+        };
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            while p.running.len() < slots {
+                let Some(row) = p.queue.pop_front() else {
+                    break;
+                };
+                let id = row.id;
+                let me = Arc::clone(&self);
+                let task = p.running.spawn(async move { me.deliver(row).await });
+                p.tasks.insert(task.id(), id);
+            }
+            let room = slots - p.running.len();
+            if p.queue.is_empty() && room > 0 && Instant::now() >= p.claim_at {
+                match outbox::claim_batch(&self.db, self.clock.unix(), lease, room as i64).await {
+                    Ok(rows) => {
+                        // A full batch may leave more due: claim again as
+                        // soon as there is room. Fewer means none is left.
+                        p.claim_at = if rows.len() == room {
+                            Instant::now()
+                        } else {
+                            Instant::now() + POLL
+                        };
+                        if !rows.is_empty() {
+                            p.queue.extend(rows);
+                            continue;
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "mail outbox: cannot claim a message; will retry");
-                        tokio::select! {
-                            () = tokio::time::sleep(POLL) => {}
-                            _ = stop.changed() => {}
-                        }
+                        tracing::warn!(error = %e, "mail outbox: cannot claim messages; will retry");
+                        p.claim_at = Instant::now() + POLL;
                     }
                 }
             }
-        })
+            if !p.done.is_empty()
+                && (p.running.is_empty() || p.done.len() >= slots || Instant::now() >= p.record_by)
+            {
+                self.record(&mut p.done, &mut p.record_by).await;
+                continue;
+            }
+            let can_claim = p.queue.is_empty() && p.running.len() < slots;
+            tokio::select! {
+                Some(joined) = p.running.join_next_with_id(), if !p.running.is_empty() => {
+                    match joined {
+                        Ok((task, outcome)) => {
+                            p.tasks.remove(&task);
+                            if p.done.is_empty() {
+                                p.record_by = Instant::now() + RECORD_WITHIN;
+                            }
+                            p.done.push(outcome);
+                        }
+                        Err(e) => {
+                            // A panic while rendering or sending: the lease
+                            // runs out and the message is tried again.
+                            let row = p.tasks.remove(&e.id());
+                            tracing::error!(outbox_id = ?row, error = %e, "mail delivery task failed");
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(p.claim_at), if can_claim => {}
+                () = tokio::time::sleep_until(p.record_by), if !p.done.is_empty() => {}
+                () = self.waker.wait() => {
+                    p.claim_at = Instant::now();
+                }
+                _ = stop.changed() => {}
+            }
+        }
+        self.stop(p).await;
+    }
+
+    /// Abandons the deliveries in progress and puts them back due now;
+    /// returns the claimed messages not started to the queue as they were;
+    /// writes down everything that did finish.
+    async fn stop(&self, mut p: Pipeline) {
+        p.running.abort_all();
+        let now = self.clock.unix();
+        while let Some(joined) = p.running.join_next_with_id().await {
+            match joined {
+                // Finished before the abort reached it.
+                Ok((task, outcome)) => {
+                    p.tasks.remove(&task);
+                    p.done.push(outcome);
+                }
+                Err(e) => {
+                    if let Some(id) = p.tasks.remove(&e.id())
+                        && e.is_cancelled()
+                    {
+                        tracing::warn!(
+                            outbox_id = id,
+                            "shutting down: mail delivery interrupted; the message stays queued"
+                        );
+                        p.done.push(Outcome::Retry {
+                            id,
+                            error: INTERRUPTED.into(),
+                            next_attempt_at: now,
+                        });
+                    }
+                }
+            }
+        }
+        p.done.extend(
+            p.queue
+                .drain(..)
+                .map(|row| Outcome::Unclaimed { id: row.id }),
+        );
+        if let Err(e) = outbox::record(&self.db, &p.done, now).await {
+            tracing::warn!(error = %e, "mail outbox: cannot put interrupted messages back; their leases run out");
+        }
+    }
+
+    /// Writes down finished deliveries in one transaction. If the database
+    /// does not take them, they are kept and tried again shortly (until
+    /// then their leases keep them from being sent again).
+    async fn record(&self, done: &mut Vec<Outcome>, record_by: &mut Instant) {
+        match outbox::record(&self.db, done, self.clock.unix()).await {
+            Ok(()) => done.clear(),
+            Err(e) => {
+                tracing::warn!(error = %e, count = done.len(), "mail outbox: cannot record delivery outcomes; will retry");
+                *record_by = Instant::now() + POLL;
+            }
+        }
     }
 
     #[tracing::instrument(skip_all, fields(outbox_id = row.id, template = %row.template, attempt = row.attempts))]
-    async fn deliver(&self, row: outbox::OutboxMessage, stop: &mut watch::Receiver<bool>) {
+    async fn deliver(&self, row: OutboxMessage) -> Outcome {
         let result = match prepare(&self.db, &self.config, &self.clock, &row).await {
             Ok(p) => {
                 let message_id = p
@@ -90,60 +233,51 @@ impl MailWorker {
                     .transport
                     .send(&p.message, &row.recipient, &p.subject, &p.links);
                 let deadline = self.config.smtp_timeout;
-                tokio::select! {
-                    sent = tokio::time::timeout(deadline, send) => match sent {
-                        Ok(sent) => sent.map(|()| message_id).map_err(PrepareError::Retry),
-                        Err(_) => Err(PrepareError::Retry(format!(
-                            "the SMTP server did not take the message within {} s",
-                            deadline.as_secs()
-                        ))),
-                    },
-                    _ = stop.changed() => {
-                        self.put_back(&row).await;
-                        return;
-                    }
+                match tokio::time::timeout(deadline, send).await {
+                    Ok(sent) => sent.map(|()| message_id).map_err(PrepareError::Retry),
+                    Err(_) => Err(PrepareError::Retry(format!(
+                        "the SMTP server did not take the message within {} s",
+                        deadline.as_secs()
+                    ))),
                 }
             }
             Err(e) => Err(e),
         };
         let now = self.clock.unix();
         crate::metrics::mail_attempt(result.is_ok());
-        let outcome = match result {
+        match result {
             Ok(message_id) => {
                 tracing::info!("mail delivered");
-                outbox::mark_sent(&self.db, row.id, &message_id, now).await
+                Outcome::Sent {
+                    id: row.id,
+                    message_id,
+                }
             }
             Err(PrepareError::Drop(reason)) => {
                 tracing::warn!(%reason, "mail dropped");
-                outbox::mark_failed(&self.db, row.id, &reason, now).await
+                Outcome::Failed {
+                    id: row.id,
+                    error: reason,
+                }
             }
             Err(PrepareError::Retry(reason)) => {
                 let give_up_at = row.created_at + self.config.mail_give_up_after.as_secs() as i64;
                 if now >= give_up_at {
                     tracing::error!(%reason, "mail failed for good; `keysmith mail retry` requeues it");
-                    outbox::mark_failed(&self.db, row.id, &reason, now).await
+                    Outcome::Failed {
+                        id: row.id,
+                        error: reason,
+                    }
                 } else {
                     let wait = backoff_seconds(row.attempts);
                     tracing::warn!(%reason, retry_in_seconds = wait, "mail delivery failed; will retry");
-                    outbox::mark_retry(&self.db, row.id, &reason, now + wait).await
+                    Outcome::Retry {
+                        id: row.id,
+                        error: reason,
+                        next_attempt_at: now + wait,
+                    }
                 }
             }
-        };
-        if let Err(e) = outcome {
-            // The lease runs out and the message is tried again.
-            tracing::warn!(error = %e, "mail outbox: cannot record the outcome");
-        }
-    }
-}
-
-impl MailWorker {
-    /// Returns an interrupted message to the queue, due now, without
-    /// counting it as a failed attempt's backoff.
-    async fn put_back(&self, row: &outbox::OutboxMessage) {
-        tracing::warn!("shutting down: mail delivery interrupted; the message stays queued");
-        let reason = "interrupted by shutdown; sent at the next start";
-        if let Err(e) = outbox::mark_retry(&self.db, row.id, reason, self.clock.unix()).await {
-            tracing::warn!(error = %e, "mail outbox: cannot put the interrupted message back; its lease runs out");
         }
     }
 }
@@ -163,5 +297,11 @@ mod tests {
             );
         }
         assert!(backoff_seconds(50) <= 721);
+    }
+
+    #[test]
+    fn a_lease_outlasts_a_wait_and_a_delivery() {
+        assert_eq!(lease_seconds(Duration::from_secs(20)), 120);
+        assert!(lease_seconds(Duration::from_secs(300)) > 2 * 300);
     }
 }
