@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::TryRng;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -20,14 +20,18 @@ use super::render::{PrepareError, prepare};
 use super::transport::Transport;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::store::Db;
 use crate::store::outbox::{self, OutboxMessage, Outcome};
+use crate::store::{Db, StoreError, StoreResult};
 
 /// How often the worker looks for due mail when nobody wakes it.
 const POLL: Duration = Duration::from_millis(1000);
-/// The longest a finished delivery waits to be written down while others
-/// are still running: a crash in that window sends the message again.
-const RECORD_WITHIN: Duration = Duration::from_millis(50);
+/// Claimed messages held in hand, in slots (deliveries at once): the worker
+/// claims again when fewer than one slot's worth wait, and up to this many.
+const QUEUE_SLOTS: usize = 2;
+/// Outcomes written in one transaction at most.
+const RECORD_BATCH: usize = 256;
+/// How long a stopping worker waits for its last outcomes to be written.
+const LAST_RECORD: Duration = Duration::from_secs(5);
 const RETRY_BASE_SECONDS: f64 = 5.0;
 const RETRY_MAX_SECONDS: f64 = 600.0;
 const INTERRUPTED: &str = "interrupted by shutdown; sent at the next start";
@@ -51,12 +55,12 @@ pub fn backoff_seconds(attempts: i64) -> i64 {
 }
 
 /// How long a claimed message stays reserved for the worker that took it.
-/// A claimed message waits for at most one delivery ahead of it (a claim
-/// takes no more than the free slots and the queue is empty when it
-/// claims), then takes its own: each bounded by the SMTP timeout, so the
-/// lease outlasts both with room for rendering and the database.
+/// A claimed message waits behind at most `QUEUE_SLOTS` rounds of queued
+/// deliveries and one round running, then takes its own: each bounded by
+/// the SMTP timeout, so the lease outlasts them all with room for
+/// rendering and the database. A crashed worker's messages wait this long.
 pub fn lease_seconds(smtp_timeout: Duration) -> i64 {
-    (3 * smtp_timeout.as_secs() as i64 + 60).max(120)
+    ((QUEUE_SLOTS as i64 + 2) * smtp_timeout.as_secs() as i64 + 60).max(120)
 }
 
 /// What the worker holds between passes of its loop.
@@ -66,12 +70,12 @@ struct Pipeline {
     running: JoinSet<Outcome>,
     /// Which outbox row each running task delivers.
     tasks: HashMap<tokio::task::Id, i64>,
-    /// Finished, not written down yet.
-    done: Vec<Outcome>,
-    /// When the oldest of `done` must be written at the latest.
-    record_by: Instant,
+    /// A claim under way, and how many rows it asked for.
+    claiming: Option<(JoinHandle<StoreResult<Vec<OutboxMessage>>>, usize)>,
     /// When to look for due mail next.
     claim_at: Instant,
+    /// To the task that writes outcomes down.
+    outcomes: mpsc::UnboundedSender<Outcome>,
 }
 
 impl MailWorker {
@@ -87,13 +91,15 @@ impl MailWorker {
     async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let slots = self.config.mail_concurrency.max(1);
         let lease = lease_seconds(self.config.smtp_timeout);
+        let (outcomes, written) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(record(self.db.clone(), self.clock.clone(), written));
         let mut p = Pipeline {
             queue: VecDeque::new(),
             running: JoinSet::new(),
             tasks: HashMap::new(),
-            done: Vec::new(),
-            record_by: Instant::now(),
+            claiming: None,
             claim_at: Instant::now(),
+            outcomes,
         };
         loop {
             if *stop.borrow() {
@@ -108,44 +114,23 @@ impl MailWorker {
                 let task = p.running.spawn(async move { me.deliver(row).await });
                 p.tasks.insert(task.id(), id);
             }
-            let room = slots - p.running.len();
-            if p.queue.is_empty() && room > 0 && Instant::now() >= p.claim_at {
-                match outbox::claim_batch(&self.db, self.clock.unix(), lease, room as i64).await {
-                    Ok(rows) => {
-                        // A full batch may leave more due: claim again as
-                        // soon as there is room. Fewer means none is left.
-                        p.claim_at = if rows.len() == room {
-                            Instant::now()
-                        } else {
-                            Instant::now() + POLL
-                        };
-                        if !rows.is_empty() {
-                            p.queue.extend(rows);
-                            continue;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "mail outbox: cannot claim messages; will retry");
-                        p.claim_at = Instant::now() + POLL;
-                    }
-                }
+            // Claim in the background, before the queue runs dry, so that
+            // a free slot never waits for the database.
+            let low = p.queue.len() < slots;
+            if low && p.claiming.is_none() && Instant::now() >= p.claim_at {
+                let limit = QUEUE_SLOTS * slots - p.queue.len();
+                let (db, now) = (self.db.clone(), self.clock.unix());
+                let claim = tokio::spawn(async move {
+                    outbox::claim_batch(&db, now, lease, limit as i64).await
+                });
+                p.claiming = Some((claim, limit));
             }
-            if !p.done.is_empty()
-                && (p.running.is_empty() || p.done.len() >= slots || Instant::now() >= p.record_by)
-            {
-                self.record(&mut p.done, &mut p.record_by).await;
-                continue;
-            }
-            let can_claim = p.queue.is_empty() && p.running.len() < slots;
             tokio::select! {
                 Some(joined) = p.running.join_next_with_id(), if !p.running.is_empty() => {
                     match joined {
                         Ok((task, outcome)) => {
                             p.tasks.remove(&task);
-                            if p.done.is_empty() {
-                                p.record_by = Instant::now() + RECORD_WITHIN;
-                            }
-                            p.done.push(outcome);
+                            let _ = p.outcomes.send(outcome);
                         }
                         Err(e) => {
                             // A panic while rendering or sending: the lease
@@ -155,21 +140,40 @@ impl MailWorker {
                         }
                     }
                 }
-                () = tokio::time::sleep_until(p.claim_at), if can_claim => {}
-                () = tokio::time::sleep_until(p.record_by), if !p.done.is_empty() => {}
+                claimed = claim_result(&mut p.claiming) => {
+                    let limit = p.claiming.take().map_or(0, |(_, limit)| limit);
+                    match claimed {
+                        Ok(rows) => {
+                            // A full batch may leave more due: claim again
+                            // as soon as the queue runs low. Fewer means
+                            // none is left for now.
+                            p.claim_at = if rows.len() >= limit {
+                                Instant::now()
+                            } else {
+                                Instant::now() + POLL
+                            };
+                            p.queue.extend(rows);
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "mail outbox: cannot claim messages; will retry");
+                            p.claim_at = Instant::now() + POLL;
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(p.claim_at), if low && p.claiming.is_none() => {}
                 () = self.waker.wait() => {
                     p.claim_at = Instant::now();
                 }
                 _ = stop.changed() => {}
             }
         }
-        self.stop(p).await;
+        self.stop(p, recorder).await;
     }
 
     /// Abandons the deliveries in progress and puts them back due now;
     /// returns the claimed messages not started to the queue as they were;
     /// writes down everything that did finish.
-    async fn stop(&self, mut p: Pipeline) {
+    async fn stop(&self, mut p: Pipeline, recorder: JoinHandle<()>) {
         p.running.abort_all();
         let now = self.clock.unix();
         while let Some(joined) = p.running.join_next_with_id().await {
@@ -177,7 +181,7 @@ impl MailWorker {
                 // Finished before the abort reached it.
                 Ok((task, outcome)) => {
                     p.tasks.remove(&task);
-                    p.done.push(outcome);
+                    let _ = p.outcomes.send(outcome);
                 }
                 Err(e) => {
                     if let Some(id) = p.tasks.remove(&e.id())
@@ -187,7 +191,7 @@ impl MailWorker {
                             outbox_id = id,
                             "shutting down: mail delivery interrupted; the message stays queued"
                         );
-                        p.done.push(Outcome::Retry {
+                        let _ = p.outcomes.send(Outcome::Retry {
                             id,
                             error: INTERRUPTED.into(),
                             next_attempt_at: now,
@@ -196,26 +200,21 @@ impl MailWorker {
                 }
             }
         }
-        p.done.extend(
-            p.queue
-                .drain(..)
-                .map(|row| Outcome::Unclaimed { id: row.id }),
-        );
-        if let Err(e) = outbox::record(&self.db, &p.done, now).await {
-            tracing::warn!(error = %e, "mail outbox: cannot put interrupted messages back; their leases run out");
+        if p.claiming.is_some()
+            && let Ok(Ok(rows)) =
+                tokio::time::timeout(LAST_RECORD, claim_result(&mut p.claiming)).await
+        {
+            p.queue.extend(rows);
         }
-    }
-
-    /// Writes down finished deliveries in one transaction. If the database
-    /// does not take them, they are kept and tried again shortly (until
-    /// then their leases keep them from being sent again).
-    async fn record(&self, done: &mut Vec<Outcome>, record_by: &mut Instant) {
-        match outbox::record(&self.db, done, self.clock.unix()).await {
-            Ok(()) => done.clear(),
-            Err(e) => {
-                tracing::warn!(error = %e, count = done.len(), "mail outbox: cannot record delivery outcomes; will retry");
-                *record_by = Instant::now() + POLL;
-            }
+        for row in p.queue.drain(..) {
+            let _ = p.outcomes.send(Outcome::Unclaimed { id: row.id });
+        }
+        // The recorder writes what it has and ends when the channel closes.
+        drop(p.outcomes);
+        let abort = recorder.abort_handle();
+        if tokio::time::timeout(LAST_RECORD, recorder).await.is_err() {
+            abort.abort();
+            tracing::warn!("mail outbox: cannot write the last outcomes; their leases run out");
         }
     }
 
@@ -282,6 +281,48 @@ impl MailWorker {
     }
 }
 
+/// The result of the claim under way; never ready when there is none.
+async fn claim_result(
+    claiming: &mut Option<(JoinHandle<StoreResult<Vec<OutboxMessage>>>, usize)>,
+) -> StoreResult<Vec<OutboxMessage>> {
+    match claiming {
+        Some((claim, _)) => match claim.await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Connect(format!("the claim task failed: {e}"))),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes outcomes down as they come, in one transaction for all that
+/// arrived while the previous one was being written. If the database does
+/// not take them they are kept and tried again shortly (their leases keep
+/// them from being sent again meanwhile). Ends when the worker hangs up
+/// and everything is written.
+async fn record(db: Db, clock: Clock, mut outcomes: mpsc::UnboundedReceiver<Outcome>) {
+    let mut batch = Vec::new();
+    loop {
+        if batch.is_empty() {
+            if outcomes.recv_many(&mut batch, RECORD_BATCH).await == 0 {
+                return;
+            }
+        } else {
+            while batch.len() < RECORD_BATCH
+                && let Ok(outcome) = outcomes.try_recv()
+            {
+                batch.push(outcome);
+            }
+        }
+        match outbox::record(&db, &batch, clock.unix()).await {
+            Ok(()) => batch.clear(),
+            Err(e) => {
+                tracing::warn!(error = %e, count = batch.len(), "mail outbox: cannot record delivery outcomes; will retry");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_lease_outlasts_a_wait_and_a_delivery() {
-        assert_eq!(lease_seconds(Duration::from_secs(20)), 120);
-        assert!(lease_seconds(Duration::from_secs(300)) > 2 * 300);
+        assert_eq!(lease_seconds(Duration::from_secs(20)), 140);
+        assert!(lease_seconds(Duration::from_secs(300)) > 4 * 300);
     }
 }
