@@ -30,7 +30,9 @@ const POLL: Duration = Duration::from_millis(1000);
 const QUEUE_SLOTS: usize = 2;
 /// Outcomes written in one transaction at most.
 const RECORD_BATCH: usize = 256;
-/// How long a stopping worker waits for its last outcomes to be written.
+/// How long a stopping worker waits for the database (a claim under way,
+/// the last outcomes), all told: shutdown must stay well within the 10 s
+/// container runtimes allow.
 const LAST_RECORD: Duration = Duration::from_secs(5);
 const RETRY_BASE_SECONDS: f64 = 5.0;
 const RETRY_MAX_SECONDS: f64 = 600.0;
@@ -176,6 +178,7 @@ impl MailWorker {
     async fn stop(&self, mut p: Pipeline, recorder: JoinHandle<()>) {
         p.running.abort_all();
         let now = self.clock.unix();
+        let deadline = Instant::now() + LAST_RECORD;
         while let Some(joined) = p.running.join_next_with_id().await {
             match joined {
                 // Finished before the abort reached it.
@@ -202,7 +205,7 @@ impl MailWorker {
         }
         if p.claiming.is_some()
             && let Ok(Ok(rows)) =
-                tokio::time::timeout(LAST_RECORD, claim_result(&mut p.claiming)).await
+                tokio::time::timeout_at(deadline, claim_result(&mut p.claiming)).await
         {
             p.queue.extend(rows);
         }
@@ -212,7 +215,7 @@ impl MailWorker {
         // The recorder writes what it has and ends when the channel closes.
         drop(p.outcomes);
         let abort = recorder.abort_handle();
-        if tokio::time::timeout(LAST_RECORD, recorder).await.is_err() {
+        if tokio::time::timeout_at(deadline, recorder).await.is_err() {
             abort.abort();
             tracing::warn!("mail outbox: cannot write the last outcomes; their leases run out");
         }
