@@ -101,6 +101,20 @@ impl Sink {
         (it.next().unwrap_or(0), it.next().unwrap_or(0))
     }
 
+    /// The counts once they have stopped changing (the file is rewritten
+    /// every 20 ms, so a fresh read may miss the last messages).
+    fn settled(&self) -> (u64, u64) {
+        let mut last = self.received();
+        loop {
+            std::thread::sleep(Duration::from_millis(60));
+            let now = self.received();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    }
+
     /// Waits (bounded) until the sink has counted `count` messages.
     fn wait_for(&self, count: u64) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -139,7 +153,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// Messages a second from smtplib, one connection, messages of `size` bytes.
 fn smtplib_rate(sink: &Sink, n: usize, size: u64) -> f64 {
-    let before = sink.received().0;
+    let before = sink.settled().0;
     let out = Command::new("python3")
         .args(["-c", SMTPLIB, &sink.port.to_string()])
         .arg(n.to_string())
@@ -173,7 +187,7 @@ async fn lettre_loop_rate(sink: &Sink, n: usize, size: u64) -> f64 {
         .build();
     // The first one connects.
     smtp.send(message.clone()).await.unwrap();
-    let before = sink.received().0;
+    let before = sink.settled().0;
     let t = Instant::now();
     for _ in 0..n {
         smtp.send(message.clone()).await.unwrap();
@@ -271,7 +285,7 @@ async fn outbox_rate(
         organization_id: org,
         actor: "ada@example.com".into(),
     };
-    let (before, bytes_before) = sink.received();
+    let (before, bytes_before) = sink.settled();
     let mut tx = state.db.begin().await.unwrap();
     for i in 0..n {
         keysmith::mail::enqueue(
@@ -300,7 +314,7 @@ async fn outbox_rate(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = t.elapsed().as_secs_f64();
-    let (after, bytes_after) = sink.received();
+    let (after, bytes_after) = sink.settled();
     assert_eq!(after - before, n as u64, "each message once");
     server.shutdown().await.unwrap();
     if let Some(name) = pg_db {
