@@ -345,6 +345,9 @@ pub struct Config {
     /// The most one message may take to hand to the SMTP server, every
     /// phase included (connect, TLS, each command, DATA).
     pub smtp_timeout: Duration,
+    /// How many messages the outbox worker hands to the SMTP server at once
+    /// (one pooled connection each).
+    pub mail_concurrency: usize,
     pub token_prefix: TokenPrefix,
     pub scopes: ScopeCatalogue,
     pub rate_limits: RateLimits,
@@ -433,6 +436,7 @@ struct FileConfig {
     mail_from: Option<String>,
     mail_give_up_hours: Option<u64>,
     smtp_timeout_seconds: Option<u64>,
+    mail_concurrency: Option<u32>,
     token_prefix: Option<String>,
     trusted_proxies: Option<String>,
     client_ip_header: Option<String>,
@@ -550,6 +554,17 @@ impl Config {
             return Err(ConfigError::new(
                 "KEYSMITH_SMTP_TIMEOUT_SECONDS",
                 format!("{smtp_timeout_seconds} is out of range; expected 1 to 300 seconds"),
+            ));
+        }
+
+        let mail_concurrency = match vars.get("KEYSMITH_MAIL_CONCURRENCY") {
+            Some(v) => parse_positive("KEYSMITH_MAIL_CONCURRENCY", v)?,
+            None => file.mail_concurrency.unwrap_or(8),
+        };
+        if !(1..=64).contains(&mail_concurrency) {
+            return Err(ConfigError::new(
+                "KEYSMITH_MAIL_CONCURRENCY",
+                format!("{mail_concurrency} is out of range; expected 1 to 64 messages at once"),
             ));
         }
 
@@ -708,6 +723,7 @@ impl Config {
             mail_from,
             mail_give_up_after: Duration::from_secs(give_up_hours * 3600),
             smtp_timeout: Duration::from_secs(smtp_timeout_seconds),
+            mail_concurrency: mail_concurrency as usize,
             token_prefix,
             scopes,
             rate_limits,

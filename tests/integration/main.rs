@@ -15,6 +15,7 @@ mod error_pages;
 mod health;
 mod lifecycle;
 mod mail;
+mod mail_batches;
 mod mail_deadlines;
 mod mcp_card;
 mod metrics;
