@@ -365,3 +365,27 @@ pub async fn list_dev_mail(dir: &Path) -> Vec<DevMailMeta> {
     out.sort_by(|a, b| b.file.cmp(&a.file));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DotStuffed;
+
+    #[test]
+    fn data_doubles_leading_dots_and_ends_with_the_terminator() {
+        let d = DotStuffed::new(b"Subject: x\r\n\r\n.hidden\r\nok\r\n..two\r\n.").unwrap();
+        assert_eq!(
+            d.0,
+            "Subject: x\r\n\r\n..hidden\r\nok\r\n...two\r\n..\r\n.\r\n"
+        );
+        // A body already ending in CRLF gets only the terminator.
+        assert_eq!(DotStuffed::new(b"a\r\n").unwrap().0, "a\r\n.\r\n");
+        // A lone "." line inside the body would end DATA early: doubled.
+        assert!(
+            !DotStuffed::new(b"a\r\n.\r\nb\r\n")
+                .unwrap()
+                .0
+                .contains("\r\n.\r\nb")
+        );
+        assert!(DotStuffed::new(&[0xff, 0xfe]).is_err(), "not UTF-8");
+    }
+}
