@@ -127,5 +127,19 @@ provider.IdToken.prototype.issue = function issueTampered(options) {
   return issue.call(this, options);
 };
 
+// "tamper": "signature": the token endpoint's ID token has one character
+// of its signature changed on the way out, as a forger without the key
+// would send it.
+provider.use(async (ctx, next) => {
+  await next();
+  const idToken = ctx.body && typeof ctx.body === 'object' && ctx.body.id_token;
+  if (!idToken) return;
+  const [header, payload, signature] = idToken.split('.');
+  const { sub } = JSON.parse(Buffer.from(payload, 'base64url').toString());
+  if (accounts()[sub]?.tamper !== 'signature') return;
+  const first = signature[0] === 'A' ? 'B' : 'A';
+  ctx.body = { ...ctx.body, id_token: `${header}.${payload}.${first}${signature.slice(1)}` };
+});
+
 server.on('request', provider.callback());
 console.log(`issuer ${issuer}`);
