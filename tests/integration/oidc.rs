@@ -203,7 +203,26 @@ backend_tests!(
     id_token_with_the_wrong_nonce_is_refused,
     id_token_for_another_audience_is_refused,
     id_token_with_a_forged_signature_is_refused,
+    an_expired_id_token_is_refused,
 );
+
+async fn an_expired_id_token_is_refused(backend: Backend) {
+    let (app, provider) = spawn_pair(
+        backend,
+        serde_json::json!({"ada@example.com": {"tamper": "expired"}}),
+        &[],
+    )
+    .await;
+    bootstrap(&app, "ada@example.com").await;
+    let client = new_client();
+    let callback = through_provider(&app, &provider, &client, "ada@example.com").await;
+    let r = client.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("could not be verified"), "{body}");
+    assert!(body.to_lowercase().contains("expired"), "{body}");
+    assert_eq!(sessions_of(&app, "ada@example.com").await, 0);
+}
 
 async fn id_token_with_a_forged_signature_is_refused(backend: Backend) {
     let (app, provider) = spawn_pair(

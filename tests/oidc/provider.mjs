@@ -35,6 +35,14 @@ const provider = new Provider(issuer, {
     token_endpoint_auth_method: 'client_secret_basic',
   }],
   pkce: { required: () => true },
+  // "tamper": "expired": an ID token that lives one second (and the token
+  // response is held back two, below), so it has expired when it arrives.
+  ttl: {
+    IdToken(ctx, token) {
+      const sub = token?.available?.sub;
+      return sub && accounts()[sub]?.tamper === 'expired' ? 1 : 3600;
+    },
+  },
   scopes: ['openid', 'email', 'profile', 'groups'],
   claims: {
     openid: ['sub'],
@@ -136,6 +144,10 @@ provider.use(async (ctx, next) => {
   if (!idToken) return;
   const [header, payload, signature] = idToken.split('.');
   const { sub } = JSON.parse(Buffer.from(payload, 'base64url').toString());
+  if (accounts()[sub]?.tamper === 'expired') {
+    await new Promise((resolve) => { setTimeout(resolve, 2100); });
+    return;
+  }
   if (accounts()[sub]?.tamper !== 'signature') return;
   const first = signature[0] === 'A' ? 'B' : 'A';
   ctx.body = { ...ctx.body, id_token: `${header}.${payload}.${first}${signature.slice(1)}` };
