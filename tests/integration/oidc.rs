@@ -204,7 +204,27 @@ backend_tests!(
     id_token_for_another_audience_is_refused,
     id_token_with_a_forged_signature_is_refused,
     an_expired_id_token_is_refused,
+    an_answer_after_ten_minutes_is_gone,
 );
+
+async fn an_answer_after_ten_minutes_is_gone(backend: Backend) {
+    let (app, provider) =
+        spawn_pair(backend, serde_json::json!({"ada@example.com": {}}), &[]).await;
+    bootstrap(&app, "ada@example.com").await;
+    let client = new_client();
+    let callback = through_provider(&app, &provider, &client, "ada@example.com").await;
+    // The person comes back with the provider's answer eleven minutes on.
+    app.state
+        .clock
+        .advance(std::time::Duration::from_secs(11 * 60));
+    let r = client.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("This sign-in took too long"), "{body}");
+    assert!(body.contains("<main"), "a page in the layout: {body}");
+    assert!(body.contains("/signin"), "a way to start again: {body}");
+    assert_eq!(sessions_of(&app, "ada@example.com").await, 0);
+}
 
 async fn an_expired_id_token_is_refused(backend: Backend) {
     let (app, provider) = spawn_pair(
