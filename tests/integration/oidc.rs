@@ -227,27 +227,20 @@ async fn an_answer_after_ten_minutes_is_gone(backend: Backend) {
 }
 
 async fn an_expired_id_token_is_refused(backend: Backend) {
-    let (app, provider) = spawn_pair(
-        backend,
-        serde_json::json!({"ada@example.com": {"tamper": "expired"}}),
-        &[],
-    )
-    .await;
-    bootstrap(&app, "ada@example.com").await;
-    let client = new_client();
-    let callback = through_provider(&app, &provider, &client, "ada@example.com").await;
-    let r = client.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 401);
-    let body = r.text().await.unwrap();
-    assert!(body.contains("could not be verified"), "{body}");
-    assert!(body.to_lowercase().contains("expired"), "{body}");
-    assert_eq!(sessions_of(&app, "ada@example.com").await, 0);
+    a_tampered_id_token_is_refused(backend, "expired", "expired").await;
 }
 
 async fn id_token_with_a_forged_signature_is_refused(backend: Backend) {
+    a_tampered_id_token_is_refused(backend, "signature", "signature").await;
+}
+
+/// Signs in as an account the provider tampers with (`tamper`, see
+/// tests/oidc/provider.mjs): the callback is refused with 401, saying what
+/// failed (`word`), and no session is made.
+async fn a_tampered_id_token_is_refused(backend: Backend, tamper: &str, word: &str) {
     let (app, provider) = spawn_pair(
         backend,
-        serde_json::json!({"ada@example.com": {"tamper": "signature"}}),
+        serde_json::json!({"ada@example.com": {"tamper": tamper}}),
         &[],
     )
     .await;
@@ -255,47 +248,19 @@ async fn id_token_with_a_forged_signature_is_refused(backend: Backend) {
     let client = new_client();
     let callback = through_provider(&app, &provider, &client, "ada@example.com").await;
     let r = client.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 401, "{tamper}");
     let body = r.text().await.unwrap();
-    assert!(body.contains("could not be verified"), "{body}");
-    assert!(body.to_lowercase().contains("signature"), "{body}");
-    assert_eq!(sessions_of(&app, "ada@example.com").await, 0);
+    assert!(body.contains("could not be verified"), "{tamper}: {body}");
+    assert!(body.to_lowercase().contains(word), "{tamper}: {body}");
+    assert_eq!(sessions_of(&app, "ada@example.com").await, 0, "{tamper}");
 }
 
 async fn id_token_for_another_audience_is_refused(backend: Backend) {
-    let (app, provider) = spawn_pair(
-        backend,
-        serde_json::json!({"ada@example.com": {"tamper": "audience"}}),
-        &[],
-    )
-    .await;
-    bootstrap(&app, "ada@example.com").await;
-    let client = new_client();
-    let callback = through_provider(&app, &provider, &client, "ada@example.com").await;
-    let r = client.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 401);
-    let body = r.text().await.unwrap();
-    assert!(body.contains("could not be verified"), "{body}");
-    assert!(body.to_lowercase().contains("audience"), "{body}");
-    assert_eq!(sessions_of(&app, "ada@example.com").await, 0);
+    a_tampered_id_token_is_refused(backend, "audience", "audience").await;
 }
 
 async fn id_token_with_the_wrong_nonce_is_refused(backend: Backend) {
-    let (app, provider) = spawn_pair(
-        backend,
-        serde_json::json!({"ada@example.com": {"tamper": "nonce"}}),
-        &[],
-    )
-    .await;
-    bootstrap(&app, "ada@example.com").await;
-    let client = new_client();
-    let callback = through_provider(&app, &provider, &client, "ada@example.com").await;
-    let r = client.get(&callback).send().await.unwrap();
-    assert_eq!(r.status(), 401);
-    let body = r.text().await.unwrap();
-    assert!(body.contains("could not be verified"), "{body}");
-    assert!(body.to_lowercase().contains("nonce"), "{body}");
-    assert_eq!(sessions_of(&app, "ada@example.com").await, 0);
+    a_tampered_id_token_is_refused(backend, "nonce", "nonce").await;
 }
 
 async fn sso_signs_a_member_in_and_its_answer_works_once(backend: Backend) {
