@@ -88,6 +88,15 @@ async fn member_signs_in_through_the_provider_and_jit_membership_follows_the_cla
     browser
         .wait_for_text("h1", "No Keysmith account for this address")
         .await;
+    // Reloading that page sends the provider's answer again: it works once.
+    browser.eval("location.reload(); return true;").await;
+    browser
+        .wait_for_text("h1", "This sign-in answer was already used")
+        .await;
+    assert!(
+        browser.text("main").await.contains("sign-in page"),
+        "a way to start again"
+    );
 
     // An unverified address.
     provider.set_accounts(serde_json::json!({"ada@example.com": {"email_verified": false}}));
