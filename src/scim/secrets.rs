@@ -6,7 +6,9 @@ use crate::auth::secret::Secret;
 use crate::auth::session::SignedIn;
 use crate::request::RequestMeta;
 use crate::service::team::{TeamOpError, require_superuser};
-use crate::store::{AuditEvent, StoreError, record_audit, scim as store};
+use sqlx::AnyConnection;
+
+use crate::store::{AuditEvent, StoreError, StoreResult, record_audit, scim as store};
 
 pub const MAX_LABEL: usize = 100;
 
@@ -48,7 +50,6 @@ pub async fn create(
         .collect();
     let org = who.organization_id();
     let now = state.clock.unix();
-    let ip = meta.ip_string();
     let mut tx = state.db.begin().await?;
     let id = store::create_token(
         &mut tx,
@@ -60,20 +61,7 @@ pub async fn create(
         now,
     )
     .await?;
-    let detail = format!("SCIM secret \"{label}\"");
-    record_audit(
-        &mut tx,
-        &AuditEvent {
-            organization_id: Some(org),
-            actor_user_id: Some(who.user_id),
-            action: "scim_token.created",
-            detail: Some(&detail),
-            ip: Some(&ip),
-            user_agent: meta.user_agent.as_deref(),
-            ..AuditEvent::default()
-        },
-    )
-    .await?;
+    audit(&mut tx, who, meta, "scim_token.created", &label).await?;
     tx.commit().await.map_err(StoreError::from)?;
     tracing::info!(id, "SCIM secret created");
     Ok(NewSecret { id, plaintext })
@@ -88,26 +76,37 @@ pub async fn revoke(
 ) -> Result<String, TeamOpError> {
     require_superuser(who)?;
     let org = who.organization_id();
-    let ip = meta.ip_string();
     let mut tx = state.db.begin().await?;
     let Some(label) = store::revoke_token(&mut tx, org, id, state.clock.unix()).await? else {
         return Err(TeamOpError::NotFound);
     };
+    audit(&mut tx, who, meta, "scim_token.revoked", &label).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    tracing::info!(id, "SCIM secret revoked");
+    Ok(label)
+}
+
+/// The audit event of a superuser making or revoking a SCIM secret.
+async fn audit(
+    tx: &mut AnyConnection,
+    who: &SignedIn,
+    meta: &RequestMeta,
+    action: &str,
+    label: &str,
+) -> StoreResult<()> {
     let detail = format!("SCIM secret \"{label}\"");
+    let ip = meta.ip_string();
     record_audit(
-        &mut tx,
+        tx,
         &AuditEvent {
-            organization_id: Some(org),
+            organization_id: Some(who.organization_id()),
             actor_user_id: Some(who.user_id),
-            action: "scim_token.revoked",
+            action,
             detail: Some(&detail),
             ip: Some(&ip),
             user_agent: meta.user_agent.as_deref(),
             ..AuditEvent::default()
         },
     )
-    .await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    tracing::info!(id, "SCIM secret revoked");
-    Ok(label)
+    .await
 }

@@ -282,6 +282,13 @@ fn no_user(id: i64) -> ScimError {
     ScimError::not_found(format!("No user with id \"{id}\" in this organization."))
 }
 
+/// The organization's member `id`, or the SCIM 404 that names it.
+async fn member(state: &AppState, org: i64, id: i64) -> Result<store::ScimUser, ScimError> {
+    store::user(&state.db, org, id)
+        .await?
+        .ok_or_else(|| no_user(id))
+}
+
 /// The audit event of a SCIM change to a member.
 fn event<'a>(
     caller: &'a ScimCaller,
@@ -409,9 +416,7 @@ async fn save(
     }
     commit_and_invalidate(tx, &state.verifier, &invalidations).await?;
     tracing::info!(user_id, active = new.active, "SCIM updated a member");
-    store::user(&state.db, org, user_id)
-        .await?
-        .ok_or_else(|| no_user(user_id))
+    member(state, org, user_id).await
 }
 
 /// The users a filter asks for; `None` when Users have no such attribute.
@@ -496,9 +501,7 @@ pub async fn get(
 ) -> Result<Response, ScimError> {
     let projection = q.projection()?;
     let id = parse_id(&id)?;
-    let u = store::user(&state.db, caller.organization_id, id)
-        .await?
-        .ok_or_else(|| no_user(id))?;
+    let u = member(&state, caller.organization_id, id).await?;
     Ok(respond(
         StatusCode::OK,
         &projection.apply(resource(&state, &u)),
@@ -557,9 +560,7 @@ pub async fn create(
     .await?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
     tracing::info!(user_id = user.id, "SCIM added a member");
-    let u = store::user(&state.db, org, user.id)
-        .await?
-        .ok_or_else(|| no_user(user.id))?;
+    let u = member(&state, org, user.id).await?;
     Ok(created(&resource(&state, &u)))
 }
 
@@ -572,9 +573,7 @@ pub async fn replace(
 ) -> Result<Response, ScimError> {
     let id = parse_id(&id)?;
     let body = json_body(&body)?;
-    let current = store::user(&state.db, caller.organization_id, id)
-        .await?
-        .ok_or_else(|| no_user(id))?;
+    let current = member(&state, caller.organization_id, id).await?;
     let new = read_user(&body, Some(&UserState::from(&current)))?;
     let u = save(&state, &caller, &meta, id, &new).await?;
     Ok(respond(StatusCode::OK, &resource(&state, &u)))
@@ -590,9 +589,7 @@ pub async fn patch(
     let id = parse_id(&id)?;
     let body = json_body(&body)?;
     let ops = patch::parse(&body)?;
-    let current = store::user(&state.db, caller.organization_id, id)
-        .await?
-        .ok_or_else(|| no_user(id))?;
+    let current = member(&state, caller.organization_id, id).await?;
     let new = apply_patch(&UserState::from(&current), &ops)?;
     let u = save(&state, &caller, &meta, id, &new).await?;
     Ok(respond(StatusCode::OK, &resource(&state, &u)))
