@@ -84,9 +84,7 @@ load() {
 # Warm-up: every sample token verified once on each instance (cached
 # everywhere), then a short run of the trivial route.
 for k in 0 1 2; do
-    awk -v port="$(( BASE_PORT + k ))" '{ if (NR > 1) print "next"; printf "url = \"http://127.0.0.1:%s/auth/verify\"\nheader = \"Authorization: Bearer %s\"\noutput = \"/dev/null\"\n", port, $0 }' \
-        "$work/tokens.txt" >"$work/warmup$k.curl"
-    timeout 300 curl --no-progress-meter --parallel --parallel-max 32 -K "$work/warmup$k.curl"
+    warm_up "$(( BASE_PORT + k ))" "$work/tokens.txt" "$work/warmup$k.curl"
 done
 LOAD_DURATION=3s load warmup-healthz /healthz >/dev/null
 

@@ -24,3 +24,51 @@ AWK_MEDIAN='
         for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }'
+
+# What the Keysmith benches measure a server process by (PID from the caller).
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+
+# CPU time (user + system, in clock ticks) the server has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
+# CPU time of every PostgreSQL process on this machine (0 when none runs):
+# on PostgreSQL the database's share of the work shares the same cores.
+db_ticks() {
+    local total=0 pid
+    for pid in $(pgrep -x postgres || true); do
+        total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+    done
+    echo "$total"
+}
+
+# per_request TICKS REQUESTS: microseconds per request, one decimal.
+per_request() { echo "$1 $2 $TICK_US" | awk '{ printf "%.1f", $1 * $3 / $2 }'; }
+
+# load NAME PATH TOKENS_FILE [PORT PID]: one bounded wrk run against the
+# server at PORT, process PID (default: the caller's $PORT and $server_pid);
+# prints its RESULT line plus the server's CPU time per request (robust to
+# a busy neighbour, which throughput and latency are not) and PostgreSQL's.
+load() {
+    local name="$1" path="$2" tokens="$3" port="${4:-$PORT}" pid="${5:-$server_pid}"
+    local line before after requests db_before db_after
+    before=$(cpu_ticks "$pid")
+    db_before=$(db_ticks)
+    line=$(bench_wrk "http://127.0.0.1:$port" "$path" "$tokens" "${LOAD_DURATION:-$DURATION}" | grep '^RESULT')
+    after=$(cpu_ticks "$pid")
+    db_after=$(db_ticks)
+    requests=$(echo "$line" | sed 's/.*requests=\([0-9]*\).*/\1/')
+    [ "$requests" -gt 0 ] || requests=1
+    echo "$name $line server_cpu_us_per_req=$(per_request $(( after - before )) "$requests") db_cpu_us_per_req=$(per_request $(( db_after - db_before )) "$requests") load=$(cut -d' ' -f1 /proc/loadavg)"
+}
+
+# warm_up PORT TOKENS_FILE SCRATCH: one /auth/verify per token in the file
+# (32 at a time), so the runs that follow measure the cached path.
+warm_up() {
+    local started
+    awk -v port="$1" '{ if (NR > 1) print "next"; printf "url = \"http://127.0.0.1:%s/auth/verify\"\nheader = \"Authorization: Bearer %s\"\noutput = \"/dev/null\"\n", port, $0 }' \
+        "$2" >"$3"
+    started=$(date +%s.%N)
+    timeout 600 curl --no-progress-meter --parallel --parallel-max 32 -K "$3"
+    printf '   warm-up: %s tokens verified once in %.1f s\n' "$(wc -l <"$2")" "$(echo "$(date +%s.%N) - $started" | bc)"
+}

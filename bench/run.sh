@@ -38,42 +38,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
-
-# CPU time (user + system, in clock ticks) the server has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICK_US=$(( 1000000 / $(getconf CLK_TCK) ))
-# CPU time of every PostgreSQL process on this machine (0 when none runs):
-# on PostgreSQL the database's share of the work shares the same cores.
-db_ticks() {
-    local total=0 pid
-    for pid in $(pgrep -x postgres || true); do
-        total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
-    done
-    echo "$total"
-}
-
-# per_request TICKS REQUESTS: microseconds per request, one decimal.
-per_request() { echo "$1 $2 $TICK_US" | awk '{ printf "%.1f", $1 * $3 / $2 }'; }
-
-# load NAME PATH TOKENS_FILE [PORT PID]: one bounded wrk run against
-# Keysmith (or the server at PORT, process PID); prints its RESULT line plus
-# the server's CPU time per request (robust to a busy neighbour, which
-# throughput and latency are not).
-load() {
-    local name="$1" path="$2" tokens="$3" port="${4:-$PORT}" pid="${5:-$server_pid}"
-    local line before after requests db_before db_after
-    before=$(cpu_ticks "$pid")
-    db_before=$(db_ticks)
-    line=$(bench_wrk "http://127.0.0.1:$port" "$path" "$tokens" "${LOAD_DURATION:-$DURATION}" | grep '^RESULT')
-    after=$(cpu_ticks "$pid")
-    db_after=$(db_ticks)
-    requests=$(echo "$line" | sed 's/.*requests=\([0-9]*\).*/\1/')
-    [ "$requests" -gt 0 ] || requests=1
-    echo "$name $line server_cpu_us_per_req=$(per_request $(( after - before )) "$requests") db_cpu_us_per_req=$(per_request $(( db_after - db_before )) "$requests") load=$(cut -d' ' -f1 /proc/loadavg)"
-}
-
 # summarize BACKEND FILE: the median of the rounds for each route, and each
 # bearer route against /healthz: the median over the rounds of its ratio to
 # the same round's /healthz run (throughput, p99), so a slow stretch of the
@@ -135,11 +99,7 @@ for backend in $BACKENDS; do
     # Warm-up: one request per sample token, so the runs measure the cached
     # path (what a deployment sees once its active tokens have been used),
     # then a short run of the trivial route.
-    awk -v port="$PORT" '{ if (NR > 1) print "next"; printf "url = \"http://127.0.0.1:%s/auth/verify\"\nheader = \"Authorization: Bearer %s\"\noutput = \"/dev/null\"\n", port, $0 }' \
-        "$work/tokens.txt" >"$work/warmup.curl"
-    started=$(date +%s.%N)
-    timeout 300 curl --no-progress-meter --parallel --parallel-max 32 -K "$work/warmup.curl"
-    printf '   warm-up: %s tokens verified once in %.1f s\n' "$(wc -l <"$work/tokens.txt")" "$(echo "$(date +%s.%N) - $started" | bc)"
+    warm_up "$PORT" "$work/tokens.txt" "$work/warmup.curl"
     LOAD_DURATION=3s load warmup-healthz /healthz "$work/tokens.txt" >/dev/null
 
     # Rounds interleave the routes, each round starting one route later,
