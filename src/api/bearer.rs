@@ -194,24 +194,20 @@ pub async fn admit(
 /// period that is the end of the grace period, if sooner.
 pub const TOKEN_EXPIRES: HeaderName = HeaderName::from_static("keysmith-token-expires");
 
-/// The `Keysmith-Token-Expires` header for `info`, formatted once per
-/// cached token; `None` for a token that does not expire.
+/// The `Keysmith-Token-Expires` header for `info`; `None` for a token that
+/// does not expire.
 pub fn expires_header(info: &TokenInfo) -> Option<(HeaderName, HeaderValue)> {
-    let value = info.rendered.expires.get_or_init(|| {
-        let at = info.expires_at?;
-        let text = crate::store::from_unix(at)
-            .format(&time::format_description::well_known::Rfc3339)
-            .ok()?;
-        HeaderValue::from_str(&text).ok()
-    });
-    value.clone().map(|v| (TOKEN_EXPIRES, v))
+    let text = crate::store::from_unix(info.expires_at?)
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()?;
+    Some((TOKEN_EXPIRES, HeaderValue::try_from(text).ok()?))
 }
 
 /// Requires every space-separated scope in `required`.
 pub fn require_scopes(info: &TokenInfo, required: &str) -> Result<(), BearerError> {
     let missing: Vec<&str> = required
         .split_ascii_whitespace()
-        .filter(|s| !info.scopes.contains(s))
+        .filter(|s| !info.scopes().contains(s))
         .collect();
     if missing.is_empty() {
         Ok(())

@@ -321,19 +321,19 @@ pub async fn introspect(
     };
     answer(Introspection {
         active: true,
-        scope: Some(&info.scopes_str),
+        scope: Some(info.scopes_str()),
         sub: Some(info.user_id.to_string()),
-        username: Some(&info.email),
+        username: Some(info.email()),
         // Only where the users table holds one, like `exp`.
-        name: info.display_name.as_deref(),
+        name: info.display_name(),
         iat: Some(info.created_at),
         exp: info.expires_at,
         token_type: Some("Bearer"),
         token_id: Some(info.token_id),
-        label: Some(&info.label),
+        label: Some(info.label()),
         organization_id: Some(info.organization_id),
-        organization: Some(&info.organization_name),
-        projects: Some(info.projects.iter().map(|p| p.name.as_str()).collect()),
+        organization: Some(info.organization_name()),
+        projects: Some(info.projects.iter().map(|p| &*p.name).collect()),
     })
 }
 

@@ -243,31 +243,33 @@ async fn check(
 }
 
 /// The headers that tell the upstream who is calling. Their values are
-/// formatted on the token's first forward-auth request and kept, back to
-/// back in one buffer, while it stays cached; each response takes slices.
-/// The user name is the display name, or the email address for a user
-/// without one.
-fn identity_headers(info: &TokenInfo) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
-    let (blob, ends) = info.rendered.identity.get_or_init(|| {
-        let values = [
-            info.user_id.to_string(),
-            info.email.clone(),
-            info.organization_id.to_string(),
-            info.scopes_str.to_string(),
-            info.token_id.to_string(),
-            percent_encoded(&info.label),
-            // Always sent, so a proxy that copies it never finds it
-            // missing (Caddy 2.6 would pass its placeholder on literally).
-            percent_encoded(info.display_name.as_deref().unwrap_or(&info.email)),
-        ];
-        let mut blob = Vec::with_capacity(values.iter().map(String::len).sum());
-        let mut ends = [0u32; IDENTITY_HEADERS];
-        for (end, value) in ends.iter_mut().zip(&values) {
-            blob.extend_from_slice(value.as_bytes());
-            *end = u32::try_from(blob.len()).unwrap_or(u32::MAX);
-        }
-        (Bytes::from(blob), ends)
-    });
+/// written back to back into one buffer per request (one allocation);
+/// each header takes a slice of it. The user name is the display name, or
+/// the email address for a user without one.
+fn identity_headers(info: &TokenInfo) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+    let mut blob =
+        Vec::with_capacity(IDENTITY_FIXED + 3 * info.text_len() + info.scopes_str().len());
+    let mut ends = [0u32; IDENTITY_HEADERS];
+    let mut number = itoa::Buffer::new();
+    let mut end =
+        |blob: &Vec<u8>, n: usize| ends[n] = u32::try_from(blob.len()).unwrap_or(u32::MAX);
+    blob.extend_from_slice(number.format(info.user_id).as_bytes());
+    end(&blob, 0);
+    blob.extend_from_slice(info.email().as_bytes());
+    end(&blob, 1);
+    blob.extend_from_slice(number.format(info.organization_id).as_bytes());
+    end(&blob, 2);
+    blob.extend_from_slice(info.scopes_str().as_bytes());
+    end(&blob, 3);
+    blob.extend_from_slice(number.format(info.token_id).as_bytes());
+    end(&blob, 4);
+    percent_encode_into(&mut blob, info.label());
+    end(&blob, 5);
+    // Always sent, so a proxy that copies it never finds it missing
+    // (Caddy 2.6 would pass its placeholder on literally).
+    percent_encode_into(&mut blob, info.display_name().unwrap_or(info.email()));
+    end(&blob, 6);
+    let blob = Bytes::from(blob);
     let names: [HeaderName; IDENTITY_HEADERS] = [
         X_KEYSMITH_USER,
         X_KEYSMITH_EMAIL,
@@ -277,10 +279,10 @@ fn identity_headers(info: &TokenInfo) -> impl Iterator<Item = (HeaderName, Heade
         X_KEYSMITH_TOKEN_LABEL,
         X_KEYSMITH_USER_NAME,
     ];
-    let starts = std::iter::once(0).chain(ends.iter().copied());
+    let starts = std::iter::once(0).chain(ends);
     names
         .into_iter()
-        .zip(starts.zip(ends.iter().copied()))
+        .zip(starts.zip(ends))
         .filter_map(move |(name, (start, end))| {
             let value = blob.get(start as usize..end as usize)?;
             // A value that cannot be a header (an email with control
@@ -299,8 +301,20 @@ const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Room for the three numbers in the identity headers.
+const IDENTITY_FIXED: usize = 64;
+
+fn percent_encode_into(out: &mut Vec<u8>, text: &str) {
+    for chunk in percent_encoding::utf8_percent_encode(text, ESCAPED) {
+        out.extend_from_slice(chunk.as_bytes());
+    }
+}
+
+#[cfg(test)]
 fn percent_encoded(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, ESCAPED).to_string()
+    let mut out = Vec::new();
+    percent_encode_into(&mut out, text);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 const X_KEYSMITH_USER: HeaderName = HeaderName::from_static("x-keysmith-user");

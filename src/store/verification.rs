@@ -122,7 +122,7 @@ pub struct LastUse {
     pub at: i64,
     pub method: String,
     pub path: String,
-    pub ip: String,
+    pub ip: std::net::IpAddr,
 }
 
 /// Rows per statement. Each statement takes its rows as one JSON parameter,
@@ -154,17 +154,10 @@ pub async fn record_last_used(db: &Db, uses: &[LastUse]) -> StoreResult<()> {
     );
     let mut tx = db.begin().await?;
     for chunk in uses.chunks(FLUSH_CHUNK) {
-        let rows: Vec<(i64, i64, &str, &str, &str)> = chunk
+        // An address serializes as its text form.
+        let rows: Vec<(i64, i64, &str, &str, std::net::IpAddr)> = chunk
             .iter()
-            .map(|u| {
-                (
-                    u.token_id,
-                    u.at,
-                    u.method.as_str(),
-                    u.path.as_str(),
-                    u.ip.as_str(),
-                )
-            })
+            .map(|u| (u.token_id, u.at, u.method.as_str(), u.path.as_str(), u.ip))
             .collect();
         // Numbers and strings always serialize.
         let json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());

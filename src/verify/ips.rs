@@ -91,6 +91,9 @@ impl IpTrack {
         {
             self.pending.swap_remove(oldest);
         }
+        // Most tokens are used from one address: room for one, where a
+        // first push would make room for four.
+        self.pending.reserve_exact(1);
         self.pending.push(PendingIp {
             ip: used.ip,
             first_at: at,
@@ -105,7 +108,10 @@ impl IpTrack {
 
     /// Moves every pending address into `out`.
     pub(super) fn take(&mut self, token_id: i64, out: &mut Vec<IpUse>) {
-        out.extend(self.pending.drain(..).map(|seen| IpUse { token_id, seen }));
+        // Taken with its room: a token used only now and then holds no
+        // list between its uses.
+        let pending = std::mem::take(&mut self.pending);
+        out.extend(pending.into_iter().map(|seen| IpUse { token_id, seen }));
     }
 
     /// Puts back a use that could not be written, unless the address was
@@ -124,7 +130,10 @@ impl IpTrack {
     }
 
     /// What the store now shows for this token.
-    pub(super) fn learn(&mut self, known: Vec<(IpAddr, i64)>) {
+    pub(super) fn learn(&mut self, mut known: Vec<(IpAddr, i64)>) {
+        // Kept for as long as the token is cached: no spare room (a
+        // collected list of one address has room for four).
+        known.shrink_to_fit();
         self.known = Some(known);
     }
 

@@ -17,16 +17,40 @@ use crate::store::{Db, StoreError};
 const MAX_PATH: usize = 512;
 const MAX_METHOD: usize = 16;
 
-/// A token's latest use that is not written yet.
+/// A token's latest use that is not written yet. The method and path share
+/// one allocation: a busy deployment has one of these per token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Pending {
     at: i64,
-    method: String,
-    path: String,
     ip: IpAddr,
+    /// Where the method ends in `text` (at most [`MAX_METHOD`]).
+    method_end: u8,
+    /// The method, then the path.
+    text: String,
 }
 
 impl Pending {
+    fn new(at: i64, method: &str, path: &str, ip: IpAddr) -> Pending {
+        let method = truncate(method, MAX_METHOD);
+        let mut text = String::with_capacity(method.len() + path.len());
+        text.push_str(method);
+        text.push_str(path);
+        Pending {
+            at,
+            ip,
+            method_end: method.len() as u8,
+            text,
+        }
+    }
+
+    fn method(&self) -> &str {
+        &self.text[..usize::from(self.method_end)]
+    }
+
+    fn path(&self) -> &str {
+        &self.text[usize::from(self.method_end)..]
+    }
+
     /// Records this use in `slot`, replacing an earlier one. `path` must
     /// already be without its query string.
     pub(super) fn record(
@@ -36,44 +60,34 @@ impl Pending {
         path: &str,
         ip: IpAddr,
     ) {
-        let method = truncate(method, MAX_METHOD);
         let path = truncate(path, MAX_PATH);
         match slot {
             // The common case, a client repeating itself: no allocation.
-            Some(p) if p.method == method && p.path == path => {
+            Some(p) if p.method() == truncate(method, MAX_METHOD) && p.path() == path => {
                 p.at = p.at.max(at);
                 p.ip = ip;
             }
-            _ => {
-                *slot = Some(Pending {
-                    at,
-                    method: method.to_owned(),
-                    path: path.to_owned(),
-                    ip,
-                });
-            }
+            _ => *slot = Some(Pending::new(at, method, path, ip)),
         }
     }
 
     pub(super) fn into_last_use(self, token_id: i64) -> LastUse {
+        let method = self.method().to_owned();
+        // The path keeps the allocation: one allocation per written use.
+        let mut path = self.text;
+        path.drain(..usize::from(self.method_end));
         LastUse {
             token_id,
             at: self.at,
-            method: self.method,
-            path: self.path,
-            ip: self.ip.to_string(),
+            method,
+            path,
+            ip: self.ip,
         }
     }
 
-    /// A use that could not be written, to be tried again; `None` if its
-    /// address does not read back.
-    pub(super) fn from_last_use(u: LastUse) -> Option<Pending> {
-        Some(Pending {
-            at: u.at,
-            ip: u.ip.parse().ok()?,
-            method: u.method,
-            path: u.path,
-        })
+    /// A use that could not be written, to be tried again.
+    pub(super) fn from_last_use(u: LastUse) -> Pending {
+        Pending::new(u.at, &u.method, &u.path, u.ip)
     }
 }
 
@@ -172,7 +186,7 @@ mod tests {
         Pending::record(&mut slot, 200, "GET", "/c", ip);
         Pending::record(&mut slot, 150, "GET", "/c", "::1".parse().unwrap());
         let u = slot.unwrap().into_last_use(1);
-        assert_eq!((u.at, u.ip.as_str()), (200, "::1"));
+        assert_eq!((u.at, u.ip.to_string().as_str()), (200, "::1"));
     }
 
     #[test]
@@ -191,7 +205,7 @@ mod tests {
                 at: 1,
                 method: "GET".into(),
                 path: "/".into(),
-                ip: "::1".into(),
+                ip: "::1".parse().unwrap(),
             })
             .collect()
     }
@@ -278,6 +292,6 @@ mod tests {
         let mut slot = None;
         Pending::record(&mut slot, 5, "PUT", "/x", "2001:db8::1".parse().unwrap());
         let p = slot.unwrap();
-        assert_eq!(Pending::from_last_use(p.clone().into_last_use(9)), Some(p));
+        assert_eq!(Pending::from_last_use(p.clone().into_last_use(9)), p);
     }
 }

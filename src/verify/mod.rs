@@ -30,11 +30,9 @@ mod usage;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::http::HeaderValue;
 use sqlx::{Any, Transaction};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -52,11 +50,13 @@ use rate_limit::{Admission, RateDecision, RequestClass};
 pub use usage::Use;
 use usage::{TokenUsage, UsageTable};
 
-/// Most tokens kept in memory. A cached token takes about 1 KB with its
-/// rendered responses and usage entry (its scope set is shared), so the
-/// cache stays under about 50 MB even when full; a deployment's active
-/// tokens are usually far fewer.
-const KNOWN_CAPACITY: usize = 50_000;
+/// Most tokens kept in memory. A cached token costs about 900 bytes of
+/// resident memory with its usage entry and map slots (its scope set is
+/// shared; `bench/million.sh` measures it), so a full cache is about
+/// 200 MB. Each of the 64 shards holds at most 3,516, so under churn its
+/// map settles at 8,192 slots (a map rehashes in place only below half
+/// its capacity).
+const KNOWN_CAPACITY: usize = 225_000;
 /// Most unknown digests remembered.
 const UNKNOWN_CAPACITY: usize = 20_000;
 /// A cached answer older than this is re-read in the background: a safety
@@ -90,7 +90,7 @@ pub const LAST_USE_AT_MOST_BEHIND: Duration = FLUSH_EVERY.saturating_add(FLUSH_S
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Project {
     pub id: i64,
-    pub name: String,
+    pub name: Box<str>,
 }
 
 /// Why a known token does not verify (never shown to callers: they all get
@@ -118,13 +118,14 @@ impl Standing {
     }
 }
 
-/// What the verifier knows about one token.
+/// What the verifier knows about one token: kept small, since a busy
+/// deployment caches hundreds of thousands (see [`KNOWN_CAPACITY`]). The
+/// answers the bearer routes send are built from it per request (a few
+/// hundred nanoseconds) rather than kept beside it.
 ///
 /// `repr(C)` keeps the declared order: the fields every verified request
-/// reads come first, next to the reference count, and then what it sends,
-/// so a whoami touches the first two cache lines of a cached token and
-/// `/auth/verify` three, where the compiler's order spread what they read
-/// over four or five (with 10,000 tokens rotating, each is a miss).
+/// reads come first, next to the reference count, so the checks touch one
+/// cache line of a cached token.
 #[derive(Debug)]
 #[repr(C)]
 pub struct TokenInfo {
@@ -132,39 +133,33 @@ pub struct TokenInfo {
     /// When the facts were last read, in milliseconds since the verifier's
     /// epoch; moved forward by a re-read that finds them unchanged.
     read_at_ms: AtomicU64,
-    /// How old the facts may get before a background re-read.
-    refresh_after_ms: u64,
     /// The token's rate-limit windows and pending last use.
     usage: Arc<TokenUsage>,
+    /// How old the facts may get before a background re-read.
+    refresh_after_ms: u32,
     pub reads_per_minute: u32,
     pub writes_per_minute: u32,
     pub standing: Standing,
     refreshing: AtomicBool,
-    /// What the bearer routes answer for this token, built on first use and
-    /// kept while the token stays cached: a cached token's facts do not
-    /// change, so neither does its whoami body or its identity headers.
-    pub rendered: Rendered,
+    /// Whether `text` holds a display name.
+    has_display_name: bool,
     pub token_id: i64,
     pub user_id: i64,
-    pub email: String,
-    /// The owner's display name; `None` when the users table holds none.
-    pub display_name: Option<String>,
     pub organization_id: i64,
-    pub organization_name: String,
-    pub label: String,
-    pub display_prefix: String,
+    /// The email address, display name, organization name, label and
+    /// display prefix, back to back in one allocation; `ends` says where
+    /// each of the first four ends.
+    text: Box<str>,
+    ends: [u32; 4],
     /// The scopes the token may use: the closure of what it was granted,
     /// narrowed by the organization's scope policy when there is one.
     /// Shared by every cached token with the same grant (see [`ScopeInterner`]).
-    pub scopes: Arc<ScopeSet>,
-    /// `scopes`, space separated.
-    pub scopes_str: Arc<str>,
+    scopes: Arc<EffectiveScopes>,
     /// Empty: unrestricted.
-    pub projects: Vec<Project>,
+    pub projects: Box<[Project]>,
     pub created_at: i64,
     /// A hash of the facts this was built from: a re-read that finds the
-    /// same facts keeps this entry (and what it rendered) instead of
-    /// replacing it.
+    /// same facts keeps this entry instead of replacing it.
     facts_hash: u64,
     /// Set when this entry is for a replaced secret in its grace period:
     /// when that ends (`expires_at` is no later). Read only for a token
@@ -175,22 +170,6 @@ pub struct TokenInfo {
 /// How many identity headers `/auth/verify` formats (user, email, org,
 /// scopes, token id, token label, user name).
 pub const IDENTITY_HEADERS: usize = 7;
-
-/// Responses derived from a [`TokenInfo`], filled in by the handlers that
-/// send them (the verifier does not know their shape). Each is one
-/// allocation, so a cached token stays small.
-#[derive(Debug, Default)]
-#[repr(C)] // whoami's body first, nearest the fields of `TokenInfo` before it.
-pub struct Rendered {
-    /// The `GET /api/v2/whoami` JSON body.
-    pub whoami: OnceLock<Bytes>,
-    /// The values of the headers `/auth/verify` hands to the upstream, back
-    /// to back in one buffer, and where each ends.
-    pub identity: OnceLock<(Bytes, [u32; IDENTITY_HEADERS])>,
-    /// The `Keysmith-Token-Expires` value (RFC 3339, UTC), for a token
-    /// that expires.
-    pub expires: OnceLock<Option<HeaderValue>>,
-}
 
 impl TokenInfo {
     fn from_facts(
@@ -224,28 +203,45 @@ impl TokenInfo {
                 Some(_) => Standing::Live,
             }
         };
-        let (scopes, scopes_str) =
-            interner.effective(config, &facts.scopes, facts.allowed_scopes.as_deref());
+        let scopes = interner.effective(config, &facts.scopes, facts.allowed_scopes.as_deref());
         let per_minute = |own: Option<i64>, default: u32| {
             own.and_then(|n| u32::try_from(n).ok())
                 .filter(|&n| n > 0)
                 .unwrap_or(default)
         };
+        let mut text = String::with_capacity(
+            facts.email.len()
+                + facts.display_name.as_ref().map_or(0, String::len)
+                + facts.organization_name.len()
+                + facts.label.len()
+                + facts.display_prefix.len(),
+        );
+        let mut ends = [0u32; 4];
+        for (end, part) in ends.iter_mut().zip([
+            facts.email.as_str(),
+            facts.display_name.as_deref().unwrap_or(""),
+            &facts.organization_name,
+            &facts.label,
+        ]) {
+            text.push_str(part);
+            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        text.push_str(&facts.display_prefix);
         TokenInfo {
             token_id: facts.token_id,
             user_id: facts.user_id,
-            email: facts.email,
-            display_name: facts.display_name,
             organization_id: facts.organization_id,
-            organization_name: facts.organization_name,
-            label: facts.label,
-            display_prefix: facts.display_prefix,
+            has_display_name: facts.display_name.is_some(),
+            text: text.into_boxed_str(),
+            ends,
             scopes,
-            scopes_str,
             projects: facts
                 .projects
                 .into_iter()
-                .map(|(id, name)| Project { id, name })
+                .map(|(id, name)| Project {
+                    id,
+                    name: name.into_boxed_str(),
+                })
                 .collect(),
             created_at: facts.created_at,
             expires_at: facts.expires_at,
@@ -258,14 +254,57 @@ impl TokenInfo {
                 facts.writes_per_minute,
                 config.rate_limits.writes_per_minute,
             ),
-            rendered: Rendered::default(),
             usage,
             facts_hash,
             read_at_ms: AtomicU64::new(read_at_ms),
-            refresh_after_ms: REFRESH_AFTER.as_millis() as u64 + spread,
+            refresh_after_ms: u32::try_from(REFRESH_AFTER.as_millis() as u64 + spread)
+                .unwrap_or(u32::MAX),
             refreshing: AtomicBool::new(false),
             grace_until,
         }
+    }
+
+    /// Part `n` of `text` (see there).
+    fn part(&self, n: usize) -> &str {
+        let start = if n == 0 { 0 } else { self.ends[n - 1] as usize };
+        let end = self.ends.get(n).map_or(self.text.len(), |&e| e as usize);
+        self.text.get(start..end).unwrap_or("")
+    }
+
+    pub fn email(&self) -> &str {
+        self.part(0)
+    }
+
+    /// The owner's display name; `None` when the users table holds none.
+    pub fn display_name(&self) -> Option<&str> {
+        self.has_display_name.then(|| self.part(1))
+    }
+
+    pub fn organization_name(&self) -> &str {
+        self.part(2)
+    }
+
+    pub fn label(&self) -> &str {
+        self.part(3)
+    }
+
+    pub fn display_prefix(&self) -> &str {
+        self.part(4)
+    }
+
+    /// The scopes the token may use.
+    pub fn scopes(&self) -> &ScopeSet {
+        &self.scopes.set
+    }
+
+    /// [`TokenInfo::scopes`], space separated.
+    pub fn scopes_str(&self) -> &str {
+        &self.scopes.text
+    }
+
+    /// The bytes of all five text parts together.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
     }
 
     /// Whether the token may be used at `now` (unix seconds): live, and
@@ -277,7 +316,7 @@ impl TokenInfo {
     /// Whether the token may be used for `project` (by name): unrestricted
     /// tokens may be used for any.
     pub fn allows_project(&self, project: &str) -> bool {
-        self.projects.is_empty() || self.projects.iter().any(|p| p.name == project)
+        self.projects.is_empty() || self.projects.iter().any(|p| &*p.name == project)
     }
 
     pub fn limit_for(&self, class: RequestClass) -> u32 {
@@ -310,13 +349,18 @@ fn hash_of(facts: &TokenFacts, grace_until: Option<i64>) -> u64 {
 /// of a few grants, and a scope set is the largest part of a cached token.
 #[derive(Default)]
 struct ScopeInterner {
-    sets: Mutex<HashMap<GrantKey, SharedScopes>>,
+    sets: Mutex<HashMap<GrantKey, Arc<EffectiveScopes>>>,
 }
 
 /// A grant as stored (scope names) and the organization's scope policy.
 type GrantKey = (String, Option<String>);
+
 /// An effective scope set and its space-separated form.
-type SharedScopes = (Arc<ScopeSet>, Arc<str>);
+#[derive(Debug)]
+struct EffectiveScopes {
+    set: ScopeSet,
+    text: Box<str>,
+}
 
 /// Distinct grants remembered; past this the interner starts over (cached
 /// tokens keep their own `Arc`s).
@@ -325,7 +369,12 @@ const INTERNED_GRANTS: usize = 1024;
 impl ScopeInterner {
     /// The closure of `granted`, narrowed to the closure of the
     /// organization's `policy` when it has one.
-    fn effective(&self, config: &Config, granted: &str, policy: Option<&str>) -> SharedScopes {
+    fn effective(
+        &self,
+        config: &Config,
+        granted: &str,
+        policy: Option<&str>,
+    ) -> Arc<EffectiveScopes> {
         let key = (granted.to_owned(), policy.map(str::to_owned));
         let mut sets = self
             .sets
@@ -344,8 +393,10 @@ impl ScopeInterner {
                 .collect();
             scopes = ScopeSet::from_stored(&kept.join(" "));
         }
-        let text: Arc<str> = Arc::from(scopes.to_stored());
-        let value = (Arc::new(scopes), text);
+        let value = Arc::new(EffectiveScopes {
+            text: scopes.to_stored().into_boxed_str(),
+            set: scopes,
+        });
         if sets.len() >= INTERNED_GRANTS {
             sets.clear();
         }
@@ -443,7 +494,8 @@ impl Verifier {
                     && age_ms >= REVIVABLE_REFRESH_AFTER.as_millis() as u64);
             if !must_reread {
                 crate::metrics::cache(true);
-                if age_ms >= info.refresh_after_ms && !info.refreshing.swap(true, Ordering::AcqRel)
+                if age_ms >= u64::from(info.refresh_after_ms)
+                    && !info.refreshing.swap(true, Ordering::AcqRel)
                 {
                     let (this, stale) = (Arc::clone(self), Arc::clone(&info));
                     tokio::spawn(async move {
@@ -834,23 +886,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn what_a_verified_request_reads_sits_in_the_first_lines_of_a_cached_token() {
+    fn a_cached_token_is_small_and_its_checks_read_one_cache_line() {
         use std::mem::{offset_of, size_of};
         // An `Arc`'s two counts come first in its allocation.
         let start = 2 * size_of::<usize>();
-        let whoami_end = start
-            + offset_of!(TokenInfo, rendered)
-            + offset_of!(Rendered, whoami)
-            + size_of::<OnceLock<Bytes>>();
-        assert!(whoami_end <= 128, "whoami reads up to byte {whoami_end}");
-        let identity_end = start
-            + offset_of!(TokenInfo, rendered)
-            + offset_of!(Rendered, identity)
-            + size_of::<OnceLock<(Bytes, [u32; 5])>>();
+        let checks_end = start + offset_of!(TokenInfo, has_display_name);
+        assert!(checks_end <= 64, "the checks read up to byte {checks_end}");
+        // With its counts, 176 bytes: one 192-byte block of glibc's malloc
+        // (plus `text`).
         assert!(
-            identity_end <= 192,
-            "/auth/verify reads up to byte {identity_end}"
+            start + size_of::<TokenInfo>() <= 176,
+            "{} bytes",
+            size_of::<TokenInfo>()
         );
+    }
+
+    #[test]
+    fn the_text_parts_come_back_as_they_went_in() {
+        let config = config();
+        let interner = ScopeInterner::default();
+        let digest = crate::token::TokenDigest::from_bytes([7; 32]);
+        let info = |facts: TokenFacts| {
+            TokenInfo::from_facts(facts, None, &digest, 0, Arc::default(), &config, &interner)
+        };
+        let plain = info(facts());
+        assert_eq!(
+            (
+                plain.email(),
+                plain.display_name(),
+                plain.organization_name(),
+                plain.label(),
+                plain.display_prefix()
+            ),
+            ("ada@example.com", None, "Acme", "ci", "ks_abcdefgh")
+        );
+        let mut named = facts();
+        named.display_name = Some("Ada Lovelace".into());
+        named.label = "déploiement «prod»".into();
+        named.email = "a@b.c".into();
+        let named = info(named);
+        assert_eq!(named.email(), "a@b.c");
+        assert_eq!(named.display_name(), Some("Ada Lovelace"));
+        assert_eq!(named.label(), "déploiement «prod»");
+        assert_eq!(named.display_prefix(), "ks_abcdefgh");
+        // An empty display name is a name, not a missing one.
+        let mut empty = facts();
+        empty.display_name = Some(String::new());
+        assert_eq!(info(empty).display_name(), Some(""));
     }
 
     fn config() -> Config {
@@ -915,14 +997,17 @@ mod tests {
     fn effective_scopes_are_the_closure_narrowed_by_policy_and_shared() {
         let config = config();
         let interner = ScopeInterner::default();
-        let (write, text) = interner.effective(&config, "write", None);
+        let write = interner.effective(&config, "write", None);
         assert_eq!(
-            (write.to_stored(), &*text),
+            (write.set.to_stored(), &*write.text),
             ("read write".into(), "read write")
         );
-        let (again, _) = interner.effective(&config, "write", None);
+        let again = interner.effective(&config, "write", None);
         assert!(Arc::ptr_eq(&write, &again), "one set for one grant");
-        let (narrowed, text) = interner.effective(&config, "write", Some("read"));
-        assert_eq!((narrowed.to_stored(), &*text), ("read".into(), "read"));
+        let narrowed = interner.effective(&config, "write", Some("read"));
+        assert_eq!(
+            (narrowed.set.to_stored(), &*narrowed.text),
+            ("read".into(), "read")
+        );
     }
 }

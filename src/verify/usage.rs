@@ -277,7 +277,7 @@ impl UsageTable {
             let usage = self.for_token(u.token_id);
             let mut state = lock(&usage.state);
             if state.pending.is_none() {
-                state.pending = Pending::from_last_use(u);
+                state.pending = Some(Pending::from_last_use(u));
             }
         }
     }

@@ -422,7 +422,7 @@ async fn last_use_batches_write_every_row_and_never_go_back_in_time(backend: Bac
             } else {
                 format!("/r/{id}")
             },
-            ip: "2001:db8::7".into(),
+            ip: "2001:db8::7".parse().unwrap(),
         })
         .collect();
     record_last_used(app.db(), &batch).await.unwrap();
@@ -447,7 +447,7 @@ async fn last_use_batches_write_every_row_and_never_go_back_in_time(backend: Bac
         at,
         method: "GET".into(),
         path: "/late".into(),
-        ip: "192.0.2.9".into(),
+        ip: "192.0.2.9".parse().unwrap(),
     };
     record_last_used(app.db(), &[late(ids[0], 5), late(ids[1], 1_000_000)])
         .await
