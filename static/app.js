@@ -45,7 +45,7 @@
     var body = document.getElementById("dialog-body");
     if (body) body.innerHTML = "";
     if (pendingFocus) return;
-    var opener = (dialogOpener && document.getElementById(dialogOpener)) ||
+    var opener = (dialogOpener && document.querySelector(dialogOpener)) ||
       document.getElementById("new-token");
     dialogOpener = null;
     if (opener) opener.focus();
@@ -55,8 +55,9 @@
   // htmx replaces the list after a toggle or a revoke, and a label after a
   // rename; the element that had focus is gone. Before the request we note
   // which control acted and what comes next, and put focus back on the
-  // same control (same id in the new list), or the next row's, or the
-  // section heading: never <body>.
+  // same control (found again by its row and its kind in the new list), or
+  // the next row's, or the section heading: never <body>. Controls are
+  // kept as CSS selectors: a row's switch and links carry no ids.
   var pendingFocus = null;
   var dialogOpener = null;
   var lastSubmitter = null;
@@ -65,21 +66,41 @@
     return el && el.closest ? el.closest("tr.token-row") : null;
   }
 
+  // Finds `el` again after a swap: by its id, or as "this row's switch",
+  // "this row's link to …/revoke" (a row's links differ by their URL).
+  function selectorOf(el) {
+    if (!el) return null;
+    if (el.id) return "#" + el.id;
+    var row = rowOf(el);
+    if (!row) return null;
+    if (el.matches("[role=switch]")) return "#" + row.id + " [role=switch]";
+    var href = el.getAttribute("href");
+    return href ? "#" + row.id + " a[href=\"" + href + "\"]" : null;
+  }
+
+  function rowControls(row) {
+    var rowId = row.id.replace("token-", "");
+    return ["#" + row.id + " [role=switch]", "#label-" + rowId, "#" + row.id + " a.btn-danger"];
+  }
+
   function focusCandidates(el) {
-    var ids = [];
-    if (el && el.id) ids.push(el.id);
+    var found = [];
+    var own = selectorOf(el);
+    if (own) found.push(own);
     var row = rowOf(el);
     if (row) {
-      var rowId = row.id.replace("token-", "");
-      ids.push("switch-" + rowId, "label-" + rowId, "revoke-" + rowId);
+      found = found.concat(rowControls(row));
       var next = row.nextElementSibling || row.previousElementSibling;
-      if (next && next.id) {
-        var nextId = next.id.replace("token-", "");
-        ids.push("switch-" + nextId, "revoke-" + nextId, "label-" + nextId);
-      }
+      if (next && next.id) found = found.concat(rowControls(next));
     }
-    ids.push("enabled-heading", "disabled-heading", "new-token");
-    return ids;
+    return found.concat(["#enabled-heading", "#disabled-heading", "#new-token"]);
+  }
+
+  // A row's links other than its label open in the dialog (the Team page's
+  // and the New token button say so with data-opens-dialog).
+  function opensDialog(el) {
+    return el.matches("[data-opens-dialog]") ||
+      (el.matches("a[href]") && !!rowOf(el) && !el.closest(".token-label"));
   }
 
   function onBeforeRequest(event) {
@@ -95,11 +116,11 @@
       return;
     }
     if (!elt.closest("#token-list")) return;
-    if (elt.matches("[data-opens-dialog]")) {
-      dialogOpener = elt.id || null;
+    if (opensDialog(elt)) {
+      dialogOpener = selectorOf(elt);
       return;
     }
-    if (elt.matches(".label-edit, .finder, .pager a")) return; // they place focus themselves
+    if (elt.matches(".token-label > a, .finder, .pager a")) return; // they place focus themselves
     var active = document.activeElement;
     // A row's switch sits outside the shared form it submits (form=).
     var submitter = active && active.form === elt ? active
@@ -126,7 +147,7 @@
     pendingFocus = null;
     dialogOpener = null;
     for (var i = 0; i < ids.length; i++) {
-      var el = document.getElementById(ids[i]);
+      var el = document.querySelector(ids[i]);
       if (el && el.offsetParent !== null) {
         if (el.matches("h2")) el.setAttribute("tabindex", "-1");
         el.focus();
@@ -175,12 +196,13 @@
   function rowLink(el, event) {
     if (!window.htmx || event.defaultPrevented || event.button > 0 ||
         event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return false;
-    if (el.matches("a.label-edit:not([hx-get])")) {
+    if (el.matches("a[hx-get]")) return false;
+    if (el.matches(".token-label > a") && rowOf(el)) {
       event.preventDefault();
       htmx.ajax("GET", el.getAttribute("href"), { source: el, target: el.closest(".token-label"), swap: "innerHTML" });
       return true;
     }
-    if (el.matches("a[data-opens-dialog]:not([hx-get])")) {
+    if (el.matches("a") && opensDialog(el)) {
       event.preventDefault();
       htmx.ajax("GET", el.getAttribute("href"), { source: el, target: "#dialog-body", swap: "innerHTML" });
       return true;
@@ -279,7 +301,45 @@
     if (custom && document.activeElement === select) date.focus();
   }
 
+  // ---- What a token row leaves to the script -----------------------------
+  // The HTML of a row is kept lean (see partials/tokens/row.html): the Copy
+  // button after the prefix and the exact times as tooltips are added here,
+  // for the page and for every swapped-in list. Without JavaScript there
+  // is no Copy button (it could not copy) and the times show as written.
+  function exactTime(iso) {
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) return iso;
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    // As the server writes it elsewhere (web::format::exact): 2026-11-23 17:52 UTC.
+    return d.getUTCFullYear() + "-" + two(d.getUTCMonth() + 1) + "-" + two(d.getUTCDate()) +
+      " " + two(d.getUTCHours()) + ":" + two(d.getUTCMinutes()) + " UTC";
+  }
+
+  function enhanceRows(root) {
+    if (!root || !root.querySelectorAll) return;
+    root.querySelectorAll(".token-meta > code").forEach(function (code) {
+      var row = rowOf(code);
+      var cell = document.createElement("span");
+      cell.className = "prefix-cell";
+      code.parentNode.insertBefore(cell, code);
+      cell.appendChild(code);
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "copy-btn";
+      button.dataset.copy = code.textContent.replace(/…$/, "");
+      button.textContent = "Copy";
+      // "Copy the prefix of token 42", from the label as it is now.
+      if (row) button.setAttribute("aria-labelledby", "n-copy label-" + row.id.replace("token-", ""));
+      cell.appendChild(document.createTextNode(" "));
+      cell.appendChild(button);
+    });
+    root.querySelectorAll(".tokens time[datetime]:not([title])").forEach(function (t) {
+      t.title = exactTime(t.getAttribute("datetime"));
+    });
+  }
+
   function init(root) {
+    enhanceRows(root);
     root.querySelectorAll("[data-tabs]").forEach(function (tabs) {
       var first = tabs.querySelector("[role=tab][aria-selected=true]") || tabs.querySelector("[role=tab]");
       if (first) selectTab(first, false);
@@ -331,6 +391,8 @@
     document.body.addEventListener("htmx:beforeRequest", onBeforeRequest);
     document.body.addEventListener("htmx:afterSettle", onAfterSettle);
     document.body.addEventListener("htmx:responseError", onResponseError);
+    // Every swap, out-of-band ones included (the list after a create).
+    document.body.addEventListener("htmx:load", function (event) { enhanceRows(event.detail.elt); });
     document.addEventListener("keydown", onShownOnceKeydown, true);
     document.addEventListener("keydown", onTabKeydown);
     document.addEventListener("copy", onCopyEvent);

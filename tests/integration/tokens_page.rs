@@ -88,7 +88,7 @@ async fn plain_form_create_shows_the_plaintext_once(backend: Backend) {
     );
     assert!(page.contains("Enabled <span class=\"count\">1</span>"));
     assert!(
-        page.contains("<span class=\"chip\">read</span><span class=\"chip\">write</span>")
+        page.contains("<span>read</span><span>write</span>")
             && page.contains("in 30 days")
             && page.contains("Never used")
     );
@@ -749,7 +749,7 @@ async fn status_badges_say_expires_soon_and_switches_say_their_state(backend: Ba
     let on = row(ids[2]);
     assert!(
         on.contains("aria-checked=\"true\"")
-            && on.contains(">Enabled</span>")
+            && on.contains(">Enabled</button>")
             && !on.contains(">Disable<"),
         "the switch states its state: {on}"
     );

@@ -201,13 +201,13 @@ async fn every_page_and_dialog_state_passes_axe_in_both_schemes_and_sizes() {
     // Inline rename, and the revoke confirmation.
     open_tokens_page(&app, &browser).await;
     browser
-        .click(&format!("#token-{disabled} .label-cell a.label-edit"))
+        .click(&format!("#token-{disabled} .token-label > a"))
         .await;
     browser.wait_for(&format!("#rename-{disabled}")).await;
     sweep.check("rename").await;
     browser.press(Key::Escape).await;
     browser
-        .wait_for(&format!("#token-{disabled} .label-cell a.label-edit"))
+        .wait_for(&format!("#token-{disabled} .token-label > a"))
         .await;
     browser
         .click(&format!("#token-{disabled} a.btn-danger"))

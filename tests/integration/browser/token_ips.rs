@@ -51,7 +51,7 @@ async fn the_row_links_to_the_addresses_a_token_was_used_from() {
 
     open_tokens_page(&app, &browser).await;
     let id = only_row_id(&browser).await;
-    browser.click(&format!("#ips-{id}")).await;
+    browser.click(&format!("#token-{id} a[href$='/ips']")).await;
     browser.wait_for("#token-dialog #token-ips").await;
     let listed = browser.text("#token-ips tbody").await;
     assert!(listed.contains("127.0.0.1"), "{listed}");
@@ -59,7 +59,7 @@ async fn the_row_links_to_the_addresses_a_token_was_used_from() {
     browser.click("#token-dialog [data-close-dialog]").await;
     wait_until(
         &browser,
-        &format!("return document.activeElement && document.activeElement.id === 'ips-{id}';"),
+        &format!("return document.activeElement && document.activeElement.matches('#token-{id} a[href$=\"/ips\"]');"),
         "focus goes back to the link",
     )
     .await;
@@ -86,13 +86,15 @@ async fn a_regenerated_row_shows_its_new_prefix_and_expiry_when_the_dialog_close
         .await
         .unwrap()
         .unwrap();
-    let old_prefix = browser.text(&format!("#prefix-{id}")).await;
+    let old_prefix = browser.text(&format!("#token-{id} .token-meta code")).await;
     assert_eq!(old_prefix, format!("{}…", before.display_prefix));
 
     // Two minutes later (within the session), the same lifetime counts
     // from now.
     app.state.clock.advance(Duration::from_secs(120));
-    browser.click(&format!("#regenerate-{id}")).await;
+    browser
+        .click(&format!("#token-{id} a[href$='/regenerate']"))
+        .await;
     browser.wait_for("#token-dialog #grace_seconds").await;
     browser
         .click("#token-dialog form button[type=submit]")
@@ -105,7 +107,7 @@ async fn a_regenerated_row_shows_its_new_prefix_and_expiry_when_the_dialog_close
         .unwrap()
         .unwrap();
     assert_ne!(after.display_prefix, before.display_prefix);
-    let shown = browser.text(&format!("#prefix-{id}")).await;
+    let shown = browser.text(&format!("#token-{id} .token-meta code")).await;
     assert_eq!(
         shown,
         format!("{}…", after.display_prefix),
@@ -127,7 +129,7 @@ async fn a_regenerated_row_shows_its_new_prefix_and_expiry_when_the_dialog_close
     wait_until(
         &browser,
         &format!(
-            "return document.activeElement && document.activeElement.id === 'regenerate-{id}';"
+            "return document.activeElement && document.activeElement.matches('#token-{id} a[href$=\"/regenerate\"]');"
         ),
         "focus goes back to Regenerate",
     )
@@ -183,7 +185,9 @@ async fn a_superuser_regenerating_on_the_team_page_sees_the_new_prefix_behind_th
         .await;
     browser.wait_for("#member-live-tokens").await;
     assert_eq!(
-        browser.text(&format!("#prefix-{}", t.id)).await,
+        browser
+            .text(&format!("#token-{} .token-meta code", t.id))
+            .await,
         format!("{before}…")
     );
     browser.click(&format!("#regenerate-{}", t.id)).await;
@@ -196,7 +200,9 @@ async fn a_superuser_regenerating_on_the_team_page_sees_the_new_prefix_behind_th
     let after = prefix(&app).await;
     assert_ne!(after, before);
     assert_eq!(
-        browser.text(&format!("#prefix-{}", t.id)).await,
+        browser
+            .text(&format!("#token-{} .token-meta code", t.id))
+            .await,
         format!("{after}…"),
         "the row behind the dialog shows the new prefix"
     );

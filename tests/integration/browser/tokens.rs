@@ -146,7 +146,7 @@ async fn label_text(browser: &Browser, id: i64) -> String {
 /// Waits for the label cell of `id` to show `label` as the rename link again.
 async fn wait_for_label(browser: &Browser, id: i64, label: &str) {
     let script = format!(
-        "const a = document.querySelector('#token-{id} .label-cell a.label-edit');\
+        "const a = document.querySelector('#token-{id} .token-label > a');\
          return !!a && a.textContent.trim() === {};",
         json!(label)
     );
@@ -167,7 +167,7 @@ async fn visible_panels(browser: &Browser) -> Vec<&'static str> {
 /// Clicks the label of token `id` and waits for the focused rename input.
 async fn start_rename(browser: &Browser, id: i64) -> String {
     browser
-        .click(&format!("#token-{id} .label-cell a.label-edit"))
+        .click(&format!("#token-{id} .token-label > a"))
         .await;
     let input = format!("#rename-{id}");
     browser.wait_for(&input).await;
@@ -545,7 +545,7 @@ async fn rename_inline_saves_with_enter_and_cancels_with_escape() {
     assert!(
         is_present(
             &browser,
-            &format!("#token-{id} .label-cell #rename-error-{id}")
+            &format!("#token-{id} .token-label #rename-error-{id}")
         )
         .await,
         "the message is in the row's label cell"
@@ -638,12 +638,12 @@ async fn the_switch_disables_and_enables_without_a_reload() {
     // The switch shows its state, not the action; focus stays on it; the
     // live region says what the no-JS path says.
     assert_eq!(
-        browser.text(&format!("#token-{id} .switch-text")).await,
+        browser.text(&format!("#token-{id} [role=switch]")).await,
         "Disabled"
     );
     wait_until(
         &browser,
-        &format!("return document.activeElement && document.activeElement.id === 'switch-{id}';"),
+        &format!("return document.activeElement && document.activeElement.matches('#token-{id} [role=switch]');"),
         "focus stays on the switch after the swap",
     )
     .await;
@@ -764,14 +764,14 @@ async fn revoke_asks_first_then_removes_the_row_for_good() {
     );
     assert_eq!(
         browser
-            .text(&format!("{revoked_row} .label-cell .label-text"))
+            .text(&format!("{revoked_row} .token-label > span"))
             .await,
         "Old laptop"
     );
     let controls = browser
         .client
         .find_all(Locator::Css(&format!(
-            "{revoked_row} a.label-edit, {revoked_row} form, {revoked_row} a.btn-danger"
+            "{revoked_row} .token-label > a, {revoked_row} [role=switch], {revoked_row} a.btn-danger"
         )))
         .await
         .unwrap();
@@ -944,6 +944,158 @@ async fn the_list_fits_desktop_and_phone_in_both_schemes_with_every_action_visib
                 .await;
         }
     }
+    assert_console_clean(&browser).await;
+    browser.close().await;
+    app.shutdown().await;
+}
+
+/// The accessible name Chromium computes for the element `css` matches.
+async fn accessible_name(browser: &Browser, css: &str) -> String {
+    browser.cdp("DOM.enable", json!({})).await;
+    browser.cdp("Accessibility.enable", json!({})).await;
+    let doc = browser.cdp("DOM.getDocument", json!({})).await;
+    let node = browser
+        .cdp(
+            "DOM.querySelector",
+            json!({ "nodeId": doc["root"]["nodeId"], "selector": css }),
+        )
+        .await;
+    let tree = browser
+        .cdp(
+            "Accessibility.getPartialAXTree",
+            json!({ "nodeId": node["nodeId"], "fetchRelatives": false }),
+        )
+        .await;
+    tree["nodes"][0]["name"]["value"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{css} has no accessible name: {tree}"))
+        .to_string()
+}
+
+/// A row's HTML says the label once (partials/tokens/row.html); every
+/// control still names its token ("Revoke CI deploys", through
+/// aria-labelledby, so a rename renames them too), and the script adds what
+/// the HTML leaves out: the prefix's Copy button and the exact time of each
+/// `<time>` as its tooltip, on the page and in every swapped-in list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_browser_tests,
+    ignore = "browser test skipped: apt-get install chromium chromium-driver (CI installs them)"
+)]
+async fn row_controls_are_named_after_their_token_and_the_script_adds_copy_and_exact_times() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let browser = signed_in(&app).await;
+    browser
+        .cdp(
+            "Browser.grantPermissions",
+            json!({
+                "origin": app.base_url,
+                "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
+            }),
+        )
+        .await;
+    let (id, _) = app.create_key("CI deploys").await;
+    let (other, _) = app.create_key("Nightly backup").await;
+    let html = app.get("/settings/api-tokens").await.text().await.unwrap();
+    assert!(
+        html.contains("<time datetime=\"20") && !html.contains(" title=\"20"),
+        "the times are in the HTML, their exact-time tooltips are not"
+    );
+    assert!(!html.contains("copy-btn"), "no Copy button in the HTML");
+    open_tokens_page(&app, &browser).await;
+
+    let names = |id: i64, label: &'static str| {
+        [
+            (format!("#label-{id}"), label.to_string()),
+            (
+                format!("#token-{id} [role=switch]"),
+                format!("{label} enabled"),
+            ),
+            (
+                format!("#token-{id} a[href$='/regenerate']"),
+                format!("Regenerate {label}"),
+            ),
+            (
+                format!("#token-{id} a.btn-danger"),
+                format!("Revoke {label}"),
+            ),
+            (
+                format!("#token-{id} .copy-btn"),
+                format!("Copy the prefix of {label}"),
+            ),
+        ]
+    };
+    for (css, name) in names(id, "CI deploys")
+        .into_iter()
+        .chain(names(other, "Nightly backup"))
+    {
+        assert_eq!(accessible_name(&browser, &css).await, name, "{css}");
+    }
+
+    // The exact creation time is the tooltip of the relative one.
+    let stored = stored_token(&app, id).await;
+    let created = format!("#token-{id} .token-meta time");
+    assert_eq!(
+        browser.find(&created).await.attr("title").await.unwrap(),
+        Some(keysmith::web::format::exact(stored.created_at)),
+    );
+
+    // Copy puts the prefix on the clipboard.
+    let prefix = browser.text(&format!("#token-{id} .token-meta code")).await;
+    let copy = format!("#token-{id} .copy-btn");
+    browser.click(&copy).await;
+    let state = wait_until(
+        &browser,
+        &format!(
+            "const t = document.querySelector({}).textContent;\
+             return t === 'Copied' || t === 'Press Ctrl+C' ? t : null;",
+            json!(copy)
+        ),
+        "the Copy button reports what happened",
+    )
+    .await;
+    if state == "Copied" {
+        let clipboard = browser.eval("return navigator.clipboard.readText();").await;
+        assert_eq!(
+            clipboard.as_str(),
+            Some(prefix.trim_end_matches('…')),
+            "the prefix, without the ellipsis"
+        );
+    }
+
+    // A rename renames the controls' names with it.
+    let input = start_rename(&browser, id).await;
+    browser.fill(&input, "CI deploys (prod)").await;
+    browser.press(Key::Enter).await;
+    wait_for_label(&browser, id, "CI deploys (prod)").await;
+    assert_eq!(
+        accessible_name(&browser, &format!("#token-{id} a.btn-danger")).await,
+        "Revoke CI deploys (prod)"
+    );
+
+    // A list swapped in by htmx (the switch) gets its buttons and tooltips too.
+    browser.click(&format!("#token-{id} [role=switch]")).await;
+    browser
+        .wait_for(&format!("#disabled-tokens #token-{id} .copy-btn"))
+        .await;
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "return [...document.querySelectorAll('#token-{other} .copy-btn')].length;"
+            ))
+            .await,
+        1,
+        "one Copy button a row, not one per swap"
+    );
+    assert_eq!(
+        browser.find(&created).await.attr("title").await.unwrap(),
+        Some(keysmith::web::format::exact(stored.created_at)),
+    );
+    assert_eq!(
+        accessible_name(&browser, &format!("#token-{id} [role=switch]")).await,
+        "CI deploys (prod) enabled"
+    );
+
     assert_console_clean(&browser).await;
     browser.close().await;
     app.shutdown().await;
