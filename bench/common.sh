@@ -72,3 +72,20 @@ warm_up() {
     timeout 600 curl --no-progress-meter --parallel --parallel-max 32 -K "$3"
     printf '   warm-up: %s tokens verified once in %.1f s\n' "$(wc -l <"$2")" "$(echo "$(date +%s.%N) - $started" | bc)"
 }
+
+# start_keysmith DATABASE_URL [VAR=VALUE...]: `keysmith serve` (the release
+# build) on 127.0.0.1:$PORT with that database and the extra variables,
+# logging to $work/server.log; sets server_pid and returns once /healthz
+# answers.
+start_keysmith() {
+    local url="$1"
+    shift
+    env KEYSMITH_CONFIG=/dev/null DATABASE_URL="$url" KEYSMITH_ADDR="127.0.0.1:$PORT" \
+        KEYSMITH_DATA_DIR="$work/data" KEYSMITH_LOG="${KEYSMITH_LOG:-warn}" "$@" \
+        target/release/keysmith serve >"$work/server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 1 100); do
+        curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+}

@@ -81,15 +81,7 @@ for backend in $BACKENDS; do
     head -n "$HOT_LARGE" "$work/all.txt" >"$work/large.txt"
     tail -n +"$(( HOT_LARGE + 1 ))" "$work/all.txt" >"$work/cold.txt"
 
-    KEYSMITH_CONFIG=/dev/null DATABASE_URL="$url" KEYSMITH_ADDR="127.0.0.1:$PORT" \
-        KEYSMITH_METRICS_ADDR="127.0.0.1:$METRICS_PORT" \
-        KEYSMITH_DATA_DIR="$work/data" KEYSMITH_LOG="${KEYSMITH_LOG:-warn}" \
-        target/release/keysmith serve >"$work/server.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 1 100); do
-        curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    start_keysmith "$url" KEYSMITH_METRICS_ADDR="127.0.0.1:$METRICS_PORT"
     idle=$(rss_kb "$server_pid")
     warm_up "$PORT" "$work/small.txt" "$work/warmup.curl"
     LOAD_DURATION=3s load warmup-small /api/v2/whoami "$work/small.txt" >/dev/null

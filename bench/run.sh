@@ -80,14 +80,7 @@ for backend in $BACKENDS; do
     echo "== $backend: seeding $TOKENS_IN_STORE tokens"
     target/release/examples/bench_seed "$url" "$TOKENS_IN_STORE" "$work/tokens.txt" "$SAMPLE"
 
-    KEYSMITH_CONFIG=/dev/null DATABASE_URL="$url" KEYSMITH_ADDR="127.0.0.1:$PORT" \
-        KEYSMITH_DATA_DIR="$work/data" KEYSMITH_LOG="${KEYSMITH_LOG:-warn}" \
-        target/release/keysmith serve >"$work/server.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 1 100); do
-        curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    start_keysmith "$url"
     echo "   server up, RSS $(( $(rss_kb "$server_pid") / 1024 )) MB"
     target/release/examples/bare_axum "127.0.0.1:$BARE_PORT" >/dev/null 2>&1 &
     bare_pid=$!

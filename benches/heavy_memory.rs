@@ -17,6 +17,8 @@
 //! at its largest page, the whole audit log as CSV). With
 //! `KEYSMITH_TEST_POSTGRES_URL` set, the same run on PostgreSQL follows.
 
+mod common;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -327,31 +329,5 @@ async fn run(backend: &str, database_url: String) -> bool {
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!("sqlite://{}", dir.path().join("heavy.db").display());
-    let mut met = run("SQLite", sqlite).await;
-    match std::env::var("KEYSMITH_TEST_POSTGRES_URL") {
-        Ok(admin) => {
-            let name = format!("keysmith_bench_memory_{}", std::process::id());
-            admin_sql(&admin, &format!("CREATE DATABASE \"{name}\"")).await;
-            let mut url = url::Url::parse(&admin).expect("KEYSMITH_TEST_POSTGRES_URL is a URL");
-            url.set_path(&format!("/{name}"));
-            met &= run("PostgreSQL", url.to_string()).await;
-            admin_sql(&admin, &format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await;
-        }
-        Err(_) => eprintln!("PostgreSQL skipped: set KEYSMITH_TEST_POSTGRES_URL to run it too"),
-    }
-    if !met {
-        std::process::exit(1);
-    }
-}
-
-async fn admin_sql(admin_url: &str, sql: &str) {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(admin_url).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    common::on_both_backends("memory", run).await;
 }

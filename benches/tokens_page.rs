@@ -17,6 +17,8 @@
 //! the bench creates its own database and drops it afterwards.
 //! `TOKENS_PAGE_HTML=DIR` keeps the measured pages there.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -354,31 +356,5 @@ async fn run(backend: &str, database_url: String) -> bool {
 
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let mut met = run("SQLite", sqlite).await;
-    match std::env::var("KEYSMITH_TEST_POSTGRES_URL") {
-        Ok(admin) => {
-            let name = format!("keysmith_bench_pages_{}", std::process::id());
-            admin_sql(&admin, &format!("CREATE DATABASE \"{name}\"")).await;
-            let mut url = url::Url::parse(&admin).expect("KEYSMITH_TEST_POSTGRES_URL is a URL");
-            url.set_path(&format!("/{name}"));
-            met &= run("PostgreSQL", url.to_string()).await;
-            admin_sql(&admin, &format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await;
-        }
-        Err(_) => eprintln!("PostgreSQL skipped: set KEYSMITH_TEST_POSTGRES_URL to run it too"),
-    }
-    if !met {
-        std::process::exit(1);
-    }
-}
-
-async fn admin_sql(admin_url: &str, sql: &str) {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(admin_url).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    common::on_both_backends("pages", run).await;
 }

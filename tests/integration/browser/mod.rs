@@ -346,6 +346,38 @@ impl Browser {
             .unwrap_or_else(|e| panic!("DevTools {cmd}: {e}"))
     }
 
+    /// Lets pages from `origin` write and read the clipboard, so a test can
+    /// read back what a Copy button put there.
+    pub async fn allow_clipboard(&self, origin: &str) {
+        self.cdp(
+            "Browser.grantPermissions",
+            json!({
+                "origin": origin,
+                "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
+            }),
+        )
+        .await;
+    }
+
+    /// Presses the Copy button at `selector` and waits for what it reports:
+    /// "Copied" (the clipboard API worked) or "Press Ctrl+C" (the fallback).
+    pub async fn press_copy(&self, selector: &str) -> String {
+        self.click(selector).await;
+        shown_once::wait_until(
+            self,
+            &format!(
+                "const t = document.querySelector({}).textContent;\
+                 return t === 'Copied' || t === 'Press Ctrl+C' ? t : null;",
+                json!(selector)
+            ),
+            "the Copy button reports what happened",
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
     /// Makes pages match `prefers-color-scheme: dark` (or light).
     pub async fn prefer_dark(&self, dark: bool) {
         let scheme = if dark { "dark" } else { "light" };

@@ -141,15 +141,7 @@ async fn escape_and_the_backdrop_ask_before_an_uncopied_token_is_lost() {
     app.signed_in_superuser(EMAIL).await;
     let browser = Browser::start().await;
     browser.sign_in(&app, EMAIL).await;
-    browser
-        .cdp(
-            "Browser.grantPermissions",
-            json!({
-                "origin": app.base_url,
-                "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
-            }),
-        )
-        .await;
+    browser.allow_clipboard(&app.base_url).await;
     open_tokens_page(&app, &browser).await;
     let plaintext = create_in_dialog(&browser, "deploys").await;
 

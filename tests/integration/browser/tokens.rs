@@ -189,15 +189,7 @@ async fn create_through_the_dialog_shows_the_token_once() {
     let app = TestApp::spawn_with(Backend::Sqlite, &[("KEYSMITH_MCP_URL", MCP_URL)]).await;
     let browser = signed_in(&app).await;
     // Lets the test read back what the Copy button put on the clipboard.
-    browser
-        .cdp(
-            "Browser.grantPermissions",
-            json!({
-                "origin": app.base_url,
-                "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
-            }),
-        )
-        .await;
+    browser.allow_clipboard(&app.base_url).await;
     open_tokens_page(&app, &browser).await;
     browser.wait_for_text("h2", "No API tokens yet").await;
     assert!(!dialog_open(&browser).await, "the dialog starts closed");
@@ -343,17 +335,7 @@ async fn create_through_the_dialog_shows_the_token_once() {
     // Copy: "Copied" (clipboard API) or the fallback with the text selected.
     let copy = "#token-dialog .plaintext-row .copy-btn";
     assert_eq!(browser.text(copy).await, "Copy");
-    browser.click(copy).await;
-    let state = wait_until(
-        &browser,
-        &format!(
-            "const t = document.querySelector({}).textContent;\
-             return t === 'Copied' || t === 'Press Ctrl+C' ? t : null;",
-            json!(copy)
-        ),
-        "the Copy button reports what happened",
-    )
-    .await;
+    let state = browser.press_copy(copy).await;
     if state == "Copied" {
         let clipboard = browser
             .eval(
@@ -985,15 +967,7 @@ async fn accessible_name(browser: &Browser, css: &str) -> String {
 async fn row_controls_are_named_after_their_token_and_the_script_adds_copy_and_exact_times() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let browser = signed_in(&app).await;
-    browser
-        .cdp(
-            "Browser.grantPermissions",
-            json!({
-                "origin": app.base_url,
-                "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
-            }),
-        )
-        .await;
+    browser.allow_clipboard(&app.base_url).await;
     let (id, _) = app.create_key("CI deploys").await;
     let (other, _) = app.create_key("Nightly backup").await;
     let html = app.get("/settings/api-tokens").await.text().await.unwrap();
@@ -1043,17 +1017,7 @@ async fn row_controls_are_named_after_their_token_and_the_script_adds_copy_and_e
     // Copy puts the prefix on the clipboard.
     let prefix = browser.text(&format!("#token-{id} .token-meta code")).await;
     let copy = format!("#token-{id} .copy-btn");
-    browser.click(&copy).await;
-    let state = wait_until(
-        &browser,
-        &format!(
-            "const t = document.querySelector({}).textContent;\
-             return t === 'Copied' || t === 'Press Ctrl+C' ? t : null;",
-            json!(copy)
-        ),
-        "the Copy button reports what happened",
-    )
-    .await;
+    let state = browser.press_copy(&copy).await;
     if state == "Copied" {
         let clipboard = browser.eval("return navigator.clipboard.readText();").await;
         assert_eq!(
