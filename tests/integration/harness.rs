@@ -323,18 +323,38 @@ impl TestApp {
     /// Signs `client` in as `email` (an existing, active user) through the
     /// real flow: request a link, read it from the outbox, press the button.
     pub async fn sign_in_with(&self, client: &reqwest::Client, email: &str) {
-        let before = self
+        let seen: std::collections::HashSet<String> = self
             .dev_mail()
             .await
             .into_iter()
             .filter(|m| m.to == email)
-            .count();
+            .map(|m| m.file)
+            .collect();
         let r = self
             .post_form_with(client, "/signin", "/signin", &[("email", email)])
             .await;
         assert_eq!(r.status(), 200, "sign-in request accepted");
-        let mail = self.wait_for_dev_mail(email, before + 1).await;
-        let link = mail[0].links[0].clone();
+        // The sign-in mail, not whichever mail came next: a notification
+        // queued earlier (a token created, say) may be delivered meanwhile,
+        // and its first link is a one-click revoke.
+        let sign_in = format!("{}/signin/link/", self.base_url);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let link = loop {
+            let mail = self.wait_for_dev_mail(email, seen.len() + 1).await;
+            if let Some(link) = mail
+                .iter()
+                .filter(|m| !seen.contains(&m.file))
+                .flat_map(|m| &m.links)
+                .find(|l| l.starts_with(&sign_in))
+            {
+                break link.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no sign-in mail to {email} arrived"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
         let path = link
             .strip_prefix(&self.base_url)
             .expect("link points at this server")
