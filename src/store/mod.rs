@@ -70,6 +70,15 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => StoreError::Unavailable,
             sqlx::Error::Io(_) => StoreError::Unavailable,
+            // A connection that broke off mid-conversation: a server going
+            // down closes it during the handshake, and sqlx reads the empty
+            // answer to its TLS request as a protocol error. The request
+            // cannot reach the database, as with a reset connection; the
+            // cause is logged here because `Unavailable` does not keep it.
+            sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %e, "the database connection broke off");
+                StoreError::Unavailable
+            }
             sqlx::Error::Database(ref db) => {
                 let code = db.code();
                 if let Some(reason) = cannot_write_reason(code.as_deref()) {

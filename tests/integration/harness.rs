@@ -168,13 +168,23 @@ impl TestApp {
 
     /// Starts with extra configuration variables on top of the test defaults.
     pub async fn spawn_with(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
+        Self::spawn_reaching_db(backend, vars, |url| url.to_string()).await
+    }
+
+    /// Starts with the fresh database reached at `reach(url)` instead of
+    /// its own URL (e.g. through a relay the test controls).
+    pub async fn spawn_reaching_db(
+        backend: Backend,
+        vars: &[(&str, &str)],
+        reach: impl FnOnce(&str) -> String,
+    ) -> TestApp {
         let test_db = TestDb::new(backend).await;
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
         let mut env: HashMap<String, String> = HashMap::from([
             ("KEYSMITH_CONFIG".into(), "/dev/null".into()),
             ("KEYSMITH_ADDR".into(), "127.0.0.1:0".into()),
-            ("DATABASE_URL".into(), test_db.url.clone()),
+            ("DATABASE_URL".into(), reach(&test_db.url)),
             ("KEYSMITH_DATA_DIR".into(), data_dir.display().to_string()),
         ]);
         for (k, v) in vars {

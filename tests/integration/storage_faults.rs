@@ -380,3 +380,131 @@ async fn writes_recover_after_postgres_restarts_under_load() {
         assert_eq!(found, 1, "token {id} got a 201 and is gone");
     }
 }
+
+/// A TCP relay between Keysmith and PostgreSQL that the test can cut: it
+/// drops every relayed connection and hangs up on new ones straight after
+/// accepting them, as a server going down does.
+struct Relay {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn to(upstream: std::net::SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (cut2, links2) = (cut.clone(), links.clone());
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if cut2.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                links2.lock().unwrap().push(link.abort_handle());
+            }
+        });
+        Relay {
+            port,
+            cut,
+            links,
+            accepting,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn mend(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accepting.abort();
+    }
+}
+
+/// A connection the database closes during its handshake (sqlx reads an
+/// empty answer to its TLS request and calls it a protocol error) is the
+/// database being unreachable, like a refused or reset connection: 503
+/// with `Retry-After`, never a 500. Seen once in CI during a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    skip_postgres_tests,
+    ignore = "PostgreSQL test skipped: set KEYSMITH_TEST_POSTGRES_URL (CI sets it)"
+)]
+async fn a_database_that_hangs_up_mid_handshake_is_unavailable_not_an_error() {
+    let admin = url::Url::parse(&crate::harness::postgres_admin_url()).unwrap();
+    let upstream = tokio::net::lookup_host((
+        admin.host_str().unwrap().to_string(),
+        admin.port().unwrap_or(5432),
+    ))
+    .await
+    .unwrap()
+    .next()
+    .unwrap();
+    let relay = Relay::to(upstream).await;
+    let port = relay.port;
+    let app = TestApp::spawn_reaching_db(Backend::Postgres, &[], move |url| {
+        let mut url = url::Url::parse(url).unwrap();
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(port)).unwrap();
+        url.to_string()
+    })
+    .await;
+    app.signed_in_superuser("ada@example.com").await;
+    let csrf = app.csrf_with(&app.client, "/settings/api-tokens").await;
+    let (status, body) = create_with(&app, &csrf, "before").await;
+    assert_eq!(status, 201, "{body}");
+
+    relay.cut();
+    for i in 0..3 {
+        let r = app
+            .client
+            .post(app.url("/api/user/api-keys"))
+            .header("x-csrf-token", &csrf)
+            .json(&json!({ "label": format!("while cut {i}"), "scopes": ["read"] }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry_after = r.headers().get("retry-after").cloned();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 503, "a write while the database hangs up: {body}");
+        assert!(retry_after.is_some(), "a 503 says when to try again");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not answering"),
+            "{body}"
+        );
+    }
+    let page = app.get("/settings/api-tokens").await;
+    assert_eq!(page.status(), 503, "the page while the database hangs up");
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, 503, "{body}");
+
+    relay.mend();
+    let (status, body) = create_with(&app, &csrf, "after").await;
+    assert_eq!(
+        status, 201,
+        "a write once the database answers again: {body}"
+    );
+    assert_eq!(readyz(&app).await.0, 200);
+}
