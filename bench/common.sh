@@ -73,6 +73,24 @@ warm_up() {
     printf '   warm-up: %s tokens verified once in %.1f s\n' "$(wc -l <"$2")" "$(echo "$(date +%s.%N) - $started" | bc)"
 }
 
+# settle PID: waits (at most a minute) until the server at PID has been
+# nearly idle (under 5 % of a core) for a second, and says how long that
+# took. After a warm-up the first flush writes every token's new client
+# address, one transaction each (10,000 tokens: about 4 s of CPU); a run
+# measured during it would charge that one-time work to whichever route
+# ran then.
+settle() {
+    local started before after
+    started=$(date +%s.%N)
+    # The flush starts within 4 s (FLUSH_EVERY) of the uses.
+    sleep 5
+    for _ in $(seq 1 60); do
+        before=$(cpu_ticks "$1"); sleep 1; after=$(cpu_ticks "$1")
+        [ $(( (after - before) * TICK_US )) -lt 50000 ] && break
+    done
+    printf '   settled: the first flush was written %.1f s after the warm-up\n' "$(echo "$(date +%s.%N) - $started" | bc)"
+}
+
 # start_keysmith DATABASE_URL [VAR=VALUE...]: `keysmith serve` (the release
 # build) on 127.0.0.1:$PORT with that database and the extra variables,
 # logging to $work/server.log; sets server_pid and returns once /healthz

@@ -91,8 +91,10 @@ for backend in $BACKENDS; do
 
     # Warm-up: one request per sample token, so the runs measure the cached
     # path (what a deployment sees once its active tokens have been used),
-    # then a short run of the trivial route.
+    # the wait for the first flush of their addresses, then a short run of
+    # the trivial route.
     warm_up "$PORT" "$work/tokens.txt" "$work/warmup.curl"
+    settle "$server_pid"
     LOAD_DURATION=3s load warmup-healthz /healthz "$work/tokens.txt" >/dev/null
 
     # Rounds interleave the routes, each round starting one route later,
