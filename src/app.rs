@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::Redirect;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -30,6 +29,7 @@ use tracing::Level;
 use crate::auth::throttle::Throttles;
 use crate::clock::Clock;
 use crate::config::{Config, MailTransport};
+use crate::machine_layer::{self, MachineLayer};
 use crate::mail::MailWaker;
 use crate::mail::transport::Transport;
 use crate::mail::worker::MailWorker;
@@ -265,7 +265,9 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/oauth/introspect",
             axum::routing::post(crate::api::introspect::introspect)
-                .fallback(crate::api::introspect::method_not_allowed),
+                .fallback(crate::api::introspect::method_not_allowed)
+                // The one machine route that reads a body (a form).
+                .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
         );
     let latency = || tower::util::option_layer(crate::metrics::route_latency(&state.config));
     let site = site.route_layer(latency());
@@ -281,7 +283,7 @@ pub fn router(state: AppState) -> Router {
     // there can be large, so they are compressed for clients that ask.
     // The machine routes answer a few hundred bytes of JSON that nothing
     // renders or frames: a policy for documents, or gzip, is work on every
-    // call for nothing (`nosniff` and `Referrer-Policy` apply everywhere,
+    // call for nothing (`nosniff`, `Referrer-Policy` and HSTS apply to both,
     // below).
     let mut site = site.fallback(not_found);
     for (name, value) in [
@@ -302,7 +304,6 @@ pub fn router(state: AppState) -> Router {
         ));
     }
     let site = site.layer(CompressionLayer::new());
-    let mut router = site.merge(machine).with_state(state);
 
     let mut everywhere = vec![
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -310,19 +311,17 @@ pub fn router(state: AppState) -> Router {
         (header::REFERRER_POLICY, "no-referrer"),
     ];
     if https {
-        everywhere.push((
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000; includeSubDomains",
-        ));
+        everywhere.push((header::STRICT_TRANSPORT_SECURITY, machine_layer::HSTS));
     }
+    let mut site = site;
     for (name, value) in everywhere {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(
+        site = site.layer(SetResponseHeaderLayer::if_not_present(
             name,
             HeaderValue::from_static(value),
         ));
     }
     let x_request_id = HeaderName::from_static("x-request-id");
-    router.layer(
+    let site = site.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(
                 x_request_id.clone(),
@@ -334,58 +333,37 @@ pub fn router(state: AppState) -> Router {
                     .on_response(DefaultOnResponse::new().level(Level::INFO)),
             )
             .layer(PropagateRequestIdLayer::new(x_request_id))
-            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(CatchPanicLayer::custom(machine_layer::panic_response))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 REQUEST_TIMEOUT,
             ))
             .layer(RequestBodyLimitLayer::new(BODY_LIMIT)),
-    )
+    );
+    // The machine routes get the same request id, headers, panic answer
+    // and timeout from one layer (see `machine_layer`).
+    let machine = machine.layer(MachineLayer {
+        https,
+        timeout: REQUEST_TIMEOUT,
+    });
+    site.merge(machine).with_state(state)
 }
 
-/// Request ids are random UUIDs (v4) from the thread's generator: they
-/// only need to be unique, not secret, and the system generator would cost
-/// a system call per request.
+/// Request ids are random UUIDs (v4); see [`machine_layer::random_request_id`].
 #[derive(Clone, Copy)]
 struct RandomRequestId;
 
 impl MakeRequestId for RandomRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        use rand::RngExt;
-        let id = uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid();
-        let mut buf = uuid::Uuid::encode_buffer();
-        let value = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).ok()?;
-        Some(RequestId::new(value))
+        Some(RequestId::new(machine_layer::random_request_id()))
     }
 }
 
-/// The span of one request. It names the matched route template, never the
-/// raw path or query: those can carry link secrets or `?access_token=`.
+/// The span of one page request (see [`machine_layer::request_span`]).
 fn request_span(request: &Request) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str)
-        .unwrap_or("(unmatched)");
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("request", method = %request.method(), route, request_id)
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        axum::response::Html(web::pages::simple_page(
-            "Something went wrong",
-            "Something went wrong on our side. It has been logged.",
-            Some(("/settings/api-tokens", "Back to Keysmith")),
-        )),
-    )
-        .into_response()
+    let unknown = HeaderValue::from_static("-");
+    let request_id = request.headers().get("x-request-id").unwrap_or(&unknown);
+    machine_layer::request_span(request, request_id)
 }
 
 /// Why the server could not start; each message is one line an operator can act on.

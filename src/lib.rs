@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod machine_layer;
 pub mod mail;
 pub mod metrics;
 pub mod request;
