@@ -12,6 +12,14 @@ use keysmith::domain::{EmailAddress, OrgName};
 use keysmith::mail::notices::mail_time;
 use keysmith::store::{Db, PoolSettings, orgs, outbox};
 
+/// mimalloc instead of the system allocator: under load glibc's arenas
+/// were a tenth of a whoami's CPU time (lock waits and consolidation).
+/// Built without transparent huge pages (`no_thp`): with them it kept
+/// 2 MiB pages for a few KiB in use, 12 MB more resident than glibc with
+/// 10,000 tokens cached. The README's performance section has the figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "keysmith",
