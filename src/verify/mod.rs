@@ -82,6 +82,8 @@ const BACKOFF_AFTER_FAILURE: Duration = Duration::from_secs(1);
 const FLUSH_EVERY: Duration = Duration::from_secs(4);
 /// Each batch's statements are spread over about this long.
 const FLUSH_SPREAD: Duration = Duration::from_secs(1);
+/// Uses a flush takes from the table at once (see [`usage::UsageTable::take_group`]).
+const FLUSH_GROUP: usize = 5_000;
 /// How far the stored "last used" of a token can be behind its latest use
 /// (plus the time the last statement of a batch takes).
 pub const LAST_USE_AT_MOST_BEHIND: Duration = FLUSH_EVERY.saturating_add(FLUSH_SPREAD);
@@ -750,25 +752,31 @@ impl Verifier {
     }
 
     /// Writes the pending "last used" entries and client addresses now
-    /// (and puts any new-address alerts in the outbox). On failure what was
-    /// not written is kept for the next attempt.
+    /// (and puts any new-address alerts in the outbox), a group of tokens
+    /// at a time. On failure what was not written is kept for the next
+    /// attempt.
     pub async fn flush_last_used(&self) -> StoreResult<()> {
-        self.flush_ips().await?;
-        let batch = self.usage.take_pending();
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = verification::record_last_used(&self.db, &batch).await {
-            self.usage.restore(batch);
-            return Err(e);
+        let mut part = 0;
+        while part < usage::SHARDS {
+            let (ips, uses) = self.usage.take_group(&mut part, FLUSH_GROUP);
+            if let Err(e) = self.write_ips(ips).await {
+                self.usage.restore(uses);
+                return Err(e);
+            }
+            if uses.is_empty() {
+                continue;
+            }
+            if let Err(e) = verification::record_last_used(&self.db, &uses).await {
+                self.usage.restore(uses);
+                return Err(e);
+            }
         }
         Ok(())
     }
 
-    /// Writes the pending client addresses; before "last used", so a
+    /// Writes address uses taken from the table; before "last used", so a
     /// token's first use ever is still told apart by an empty row.
-    async fn flush_ips(&self) -> StoreResult<()> {
-        let batch = self.usage.take_pending_ips();
+    async fn write_ips(&self, batch: Vec<ips::IpUse>) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -842,19 +850,27 @@ async fn flusher(verifier: Arc<Verifier>, mut stop: watch::Receiver<bool>) {
             _ = every.tick() => {}
             _ = stop.changed() => return,
         }
-        if let Err(e) = verifier.flush_ips().await {
-            tracing::warn!(error = %e, "could not record the client addresses of tokens; will retry");
-        }
-        let batch = verifier.usage.take_pending();
-        let written =
-            last_used::write_spread(batch, FLUSH_SPREAD, &mut stop, &mut &verifier.db).await;
-        if let Err(unwritten) = written {
-            verifier.usage.restore(unwritten.rest);
-            let Some(e) = unwritten.error else {
-                // Stopping: `shutdown` writes the rest.
-                return;
-            };
-            tracing::warn!(error = %e, "could not record last use of tokens; will retry");
+        // A group of tokens at a time, each group's last uses spread over
+        // its share of the spread.
+        let mut part = 0;
+        while part < usage::SHARDS {
+            let first = part;
+            let (ips, uses) = verifier.usage.take_group(&mut part, FLUSH_GROUP);
+            if let Err(e) = verifier.write_ips(ips).await {
+                tracing::warn!(error = %e, "could not record the client addresses of tokens; will retry");
+            }
+            let share = u32::try_from(part - first).unwrap_or(1);
+            let spread = FLUSH_SPREAD * share / u32::try_from(usage::SHARDS).unwrap_or(1);
+            let written = last_used::write_spread(uses, spread, &mut stop, &mut &verifier.db).await;
+            if let Err(unwritten) = written {
+                verifier.usage.restore(unwritten.rest);
+                let Some(e) = unwritten.error else {
+                    // Stopping: `shutdown` writes the rest.
+                    return;
+                };
+                tracing::warn!(error = %e, "could not record last use of tokens; will retry");
+                break;
+            }
         }
         verifier.usage.prune(verifier.clock.unix_ms());
     }

@@ -16,7 +16,8 @@ use super::rate_limit::{Admission, ClusterView, RateDecision, RequestClass, Rese
 use crate::store::rate_limits::{Budget, Held, Others};
 use crate::store::verification::LastUse;
 
-const SHARDS: usize = 32;
+/// The table's parts; a flush takes them a group at a time ([`UsageTable::take_group`]).
+pub(super) const SHARDS: usize = 32;
 
 #[derive(Debug, Default)]
 pub struct TokenUsage {
@@ -258,6 +259,7 @@ impl UsageTable {
     }
 
     /// Every pending use, taken out (they are pending no more).
+    #[cfg(test)]
     pub fn take_pending(&self) -> Vec<LastUse> {
         let mut batch = Vec::new();
         for shard in self.shards.iter() {
@@ -268,6 +270,32 @@ impl UsageTable {
             }
         }
         batch
+    }
+
+    /// The pending address uses and last uses of the tokens in the table's
+    /// parts from `*part` on, taken out part by part until they hold
+    /// `at_least` or the last part is taken; `*part` moves past them. A
+    /// flush takes the table a group at a time, so what it holds at once
+    /// (the uses, the rows and statements made from them) stays about the
+    /// same however many tokens are busy: 200,000 busy tokens taken at
+    /// once held tens of megabytes until their batch was written.
+    pub(super) fn take_group(
+        &self,
+        part: &mut usize,
+        at_least: usize,
+    ) -> (Vec<IpUse>, Vec<LastUse>) {
+        let (mut ips, mut uses) = (Vec::new(), Vec::new());
+        while *part < SHARDS && ips.len() + uses.len() < at_least {
+            for (&token_id, usage) in lock(&self.shards[*part]).iter() {
+                let mut state = lock(&usage.state);
+                state.ips.take(token_id, &mut ips);
+                if let Some(p) = state.pending.take() {
+                    uses.push(p.into_last_use(token_id));
+                }
+            }
+            *part += 1;
+        }
+        (ips, uses)
     }
 
     /// Puts back uses that could not be written, unless a newer use of the
@@ -283,6 +311,7 @@ impl UsageTable {
     }
 
     /// Every pending address use, taken out.
+    #[cfg(test)]
     pub fn take_pending_ips(&self) -> Vec<IpUse> {
         let mut batch = Vec::new();
         for shard in self.shards.iter() {
@@ -491,6 +520,39 @@ mod tests {
         again.sort_by_key(|u| u.token_id);
         assert_eq!((again[0].at, again[0].path.as_str()), (100, "/a"));
         assert_eq!((again[1].at, again[1].method.as_str()), (200, "DELETE"));
+    }
+
+    #[test]
+    fn a_flush_takes_the_table_in_bounded_groups_each_use_once() {
+        let table = UsageTable::default();
+        for token_id in 1..=1_000 {
+            table
+                .for_token(token_id)
+                .admit(RequestClass::Read, 10, 100_000, a_use("GET", "/a"));
+        }
+        let (mut part, mut groups, mut seen) = (0, 0, std::collections::HashSet::new());
+        while part < SHARDS {
+            let before = part;
+            let (ips, uses) = table.take_group(&mut part, 100);
+            assert!(part > before, "every call takes at least one part");
+            // A group stops at the first part that takes it to 100 or more:
+            // one part here holds 31 or 32 tokens (two uses each).
+            assert!(
+                ips.len() + uses.len() < 100 + 2 * 32,
+                "{} + {}",
+                ips.len(),
+                uses.len()
+            );
+            assert_eq!(ips.len(), uses.len());
+            for u in uses {
+                assert!(seen.insert(u.token_id), "token {} twice", u.token_id);
+            }
+            groups += 1;
+        }
+        assert_eq!(seen.len(), 1_000);
+        assert!(groups >= 16, "{groups} groups");
+        assert_eq!(table.pending(), 0);
+        assert!(table.take_pending_ips().is_empty());
     }
 
     const LIVE3: ClusterView = ClusterView {
