@@ -40,6 +40,30 @@ pub async fn list(db: &Db, token_id: i64) -> StoreResult<Vec<SeenIp>> {
     for_token(&mut conn, token_id).await
 }
 
+/// The kept addresses of each of `token_ids`, in one statement:
+/// `(token_id, ip, last_seen_at)`.
+pub async fn for_tokens(db: &Db, token_ids: &[i64]) -> StoreResult<Vec<(i64, String, i64)>> {
+    if token_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = match db.backend() {
+        Backend::Sqlite => "json_each($1) AS j",
+        Backend::Postgres => "json_array_elements(CAST($1 AS json)) AS j(value)",
+    };
+    let sql = format!(
+        "SELECT t.token_id, t.ip, t.last_seen_at FROM api_token_ips t \
+         JOIN (SELECT CAST(j.value ->> 0 AS BIGINT) AS id FROM {ids}) AS v ON t.token_id = v.id"
+    );
+    // `[[id], …]`: the same shape the writes unpack.
+    let rows: Vec<(i64,)> = token_ids.iter().map(|&id| (id,)).collect();
+    let json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());
+    let stored = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(json)
+        .fetch_all(db.pool())
+        .await?;
+    Ok(stored)
+}
+
 /// Moves the last-seen time of addresses the verifier already knows, in one
 /// statement per call: `(token_id, ip, at)`. An address no longer kept
 /// (another instance dropped it) is left out, never added back here.

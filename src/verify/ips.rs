@@ -188,6 +188,22 @@ pub(super) async fn write(db: &Db, batch: Vec<IpUse>, now: i64) -> Result<Writte
         .map(|u| (u.token_id, u.seen.ip, u.seen.last_at))
         .collect();
     check.sort_by_key(|u| (u.token_id, u.seen.first_at));
+    // A token whose view is not yet filled (every token after a start, on
+    // each instance) usually comes back from an address the store already
+    // shows in use: one read for all of them, and only a token with an
+    // address the store does not show goes through a transaction of its
+    // own. (After a restart with 200,000 busy tokens, the first flush was
+    // 200,000 transactions.)
+    let mut check = match seen_before(db, check, &mut done).await {
+        Ok(check) => check,
+        Err((check, error)) => {
+            return Err(Unwritten {
+                done,
+                rest: check,
+                error,
+            });
+        }
+    };
     let mut start = 0;
     while start < check.len() {
         let token_id = check[start].token_id;
@@ -209,6 +225,83 @@ pub(super) async fn write(db: &Db, batch: Vec<IpUse>, now: i64) -> Result<Writte
     }
     Ok(done)
 }
+
+/// Writes the uses of tokens whose every address the store shows in use
+/// (seen within [`NEW_AFTER_SECONDS`] of the use) as known addresses, and
+/// fills those tokens' views; gives back the uses of the other tokens
+/// (sorted by token, as given) for [`check_token`].
+async fn seen_before(
+    db: &Db,
+    check: Vec<IpUse>,
+    done: &mut Written,
+) -> Result<Vec<IpUse>, (Vec<IpUse>, StoreError)> {
+    let mut ids: Vec<i64> = check.iter().map(|u| u.token_id).collect();
+    ids.dedup();
+    let mut stored: std::collections::HashMap<i64, Vec<(IpAddr, i64)>> =
+        std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_READ) {
+        match token_ips::for_tokens(db, chunk).await {
+            Ok(rows) => {
+                for (token_id, ip, at) in rows {
+                    if let Ok(ip) = ip.parse() {
+                        stored.entry(token_id).or_default().push((ip, at));
+                    }
+                }
+            }
+            Err(error) => return Err((check, error)),
+        }
+    }
+    let in_use = |u: &IpUse| {
+        stored.get(&u.token_id).is_some_and(|ips| {
+            ips.iter()
+                .any(|&(ip, at)| ip == u.seen.ip && at > u.seen.first_at - NEW_AFTER_SECONDS)
+        })
+    };
+    // Tokens whose every use is from an address in use (`check` is sorted
+    // by token).
+    let mut all_in_use = std::collections::HashSet::new();
+    let mut start = 0;
+    while start < check.len() {
+        let token_id = check[start].token_id;
+        let end = start + check[start..].partition_point(|u| u.token_id == token_id);
+        if check[start..end].iter().all(in_use) {
+            all_in_use.insert(token_id);
+        }
+        start = end;
+    }
+    let (known, mut rest): (Vec<IpUse>, Vec<IpUse>) = check
+        .into_iter()
+        .partition(|u| all_in_use.contains(&u.token_id));
+    if known.is_empty() {
+        return Ok(rest);
+    }
+    let rows: Vec<(i64, String, i64)> = known
+        .iter()
+        .map(|u| (u.token_id, u.seen.ip.to_string(), u.seen.last_at))
+        .collect();
+    if let Err(error) = token_ips::touch_known(db, &rows).await {
+        rest.extend(known);
+        rest.sort_by_key(|u| (u.token_id, u.seen.first_at));
+        return Err((rest, error));
+    }
+    let mut start = 0;
+    while start < known.len() {
+        let token_id = known[start].token_id;
+        let end = start + known[start..].partition_point(|u| u.token_id == token_id);
+        let mut view = stored.remove(&token_id).unwrap_or_default();
+        for u in &known[start..end] {
+            if let Some(entry) = view.iter_mut().find(|(ip, _)| *ip == u.seen.ip) {
+                entry.1 = entry.1.max(u.seen.last_at);
+            }
+        }
+        done.learned.push((token_id, view));
+        start = end;
+    }
+    Ok(rest)
+}
+
+/// Tokens per statement when reading stored addresses.
+const ROWS_PER_READ: usize = 500;
 
 /// One token's addresses the view did not show as in use, in the order
 /// they were first used: written, and each checked against the stored

@@ -18,6 +18,7 @@ backend_tests!(
     only_the_owner_and_superusers_see_where_a_token_was_used,
     the_alert_switch_refuses_bad_input_and_changes_nothing,
     a_token_used_before_addresses_were_kept_is_not_at_its_first_use,
+    after_a_restart_stored_addresses_are_not_new_and_new_ones_still_are,
 );
 
 /// The tests that need the SMTP server (a module of their own: each
@@ -550,6 +551,60 @@ async fn a_token_used_before_addresses_were_kept_is_not_at_its_first_use(backend
     assert!(alerted.is_some());
     // A flush that writes again changes nothing more.
     whoami_from(&app, &fresh.token, "203.0.113.1").await;
+    flush(&app).await;
+    assert_eq!(new_ip_alerts(&app).await.len(), 1);
+    app.shutdown().await;
+}
+
+/// After a restart the verifier knows no token's addresses. A token back
+/// from an address the store shows in use is read with the others in one
+/// pass: its last seen moves, nothing is sent. A token from an address the
+/// store does not show still gets its own check, and its alert.
+async fn after_a_restart_stored_addresses_are_not_new_and_new_ones_still_are(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("KEYSMITH_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let org = super::org(&app).await;
+    let known = mint(&app, org.id, org.owner, Spec::default()).await;
+    let moved = mint(
+        &app,
+        org.id,
+        org.owner,
+        Spec {
+            label: "moved",
+            ..Spec::default()
+        },
+    )
+    .await;
+    whoami_from(&app, &known.token, "203.0.113.1").await;
+    whoami_from(&app, &moved.token, "203.0.113.2").await;
+    flush(&app).await;
+    assert!(
+        new_ip_alerts(&app).await.is_empty(),
+        "first uses are not news"
+    );
+    let seen = stored(&app, known.id).await[0].2;
+
+    let app = app.restart().await;
+    whoami_from(&app, &known.token, "203.0.113.1").await;
+    whoami_from(&app, &moved.token, "198.51.100.7").await;
+    flush(&app).await;
+    assert_eq!(
+        new_ip_alerts(&app).await,
+        ["ada@example.com"],
+        "one alert, for the moved token"
+    );
+    let (alerted,): (Option<i64>,) =
+        sqlx::query_as("SELECT token_id FROM audit_events WHERE action = 'token.new_ip'")
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(alerted, Some(moved.id));
+    let after = stored(&app, known.id).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].2 >= seen, "last seen moved on: {after:?}");
+    assert_eq!(stored(&app, moved.id).await.len(), 2);
+    // Both views are filled now: the same addresses again raise nothing.
+    whoami_from(&app, &known.token, "203.0.113.1").await;
+    whoami_from(&app, &moved.token, "198.51.100.7").await;
     flush(&app).await;
     assert_eq!(new_ip_alerts(&app).await.len(), 1);
     app.shutdown().await;
