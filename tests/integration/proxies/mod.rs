@@ -825,15 +825,37 @@ pub async fn recorded_ip_method_and_path_are_the_real_ones(kind: Kind, backend: 
             let seen = &rig.seen.all()[before];
             assert_eq!(seen["method"], "POST", "{name}");
             assert_eq!(seen["path"], "/tickets/5", "{name}");
-            assert_eq!(
-                next.status().as_u16(),
-                kind.rate_limited(),
+            // On PostgreSQL the budget is the cluster's: when an exchange
+            // with the ledger is late (a loaded machine), an instance may
+            // accept its provisional allowance on top of its share (a
+            // tenth of the budget, at least one request; see
+            // `verify::rate_limit`). So there the POST after the forged one
+            // may pass, and the one after it may not. (Seen once in CI.)
+            let mut paths = vec!["/tickets/5"];
+            let mut refused = next.status().as_u16() == kind.rate_limited();
+            if !refused && matches!(backend, Backend::Postgres) {
+                assert_eq!(next.status(), 200, "{name}");
+                paths.push("/tickets/6");
+                let third = rig
+                    .post("/tickets/7")
+                    .bearer_auth(&t.token)
+                    .send()
+                    .await
+                    .unwrap();
+                refused = third.status().as_u16() == kind.rate_limited();
+            }
+            assert!(
+                refused,
                 "{name}: the forged request was not counted as a write"
             );
             let row = rig.last_use(t.id).await;
             assert_eq!(row.last_used_ip.as_deref(), Some(CLIENT_IP), "{name}");
             assert_eq!(row.last_used_method.as_deref(), Some("POST"), "{name}");
-            assert_eq!(row.last_used_path.as_deref(), Some("/tickets/5"), "{name}");
+            let path = row.last_used_path.as_deref().unwrap_or_default();
+            assert!(
+                paths.contains(&path),
+                "{name}: last used {path:?}, not {paths:?}"
+            );
         }
         400 | 500 => {
             assert_eq!(
