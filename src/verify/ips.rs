@@ -171,11 +171,7 @@ pub(super) async fn write(db: &Db, batch: Vec<IpUse>, now: i64) -> Result<Writte
     let (known, mut check): (Vec<IpUse>, Vec<IpUse>) =
         batch.into_iter().partition(|u| u.seen.first.is_none());
     let mut done = Written::default();
-    let rows: Vec<(i64, String, i64)> = known
-        .iter()
-        .map(|u| (u.token_id, u.seen.ip.to_string(), u.seen.last_at))
-        .collect();
-    if let Err(error) = token_ips::touch_known(db, &rows).await {
+    if let Err(error) = touch(db, &known).await {
         check.extend(known);
         return Err(Unwritten {
             done,
@@ -259,45 +255,42 @@ async fn seen_before(
     };
     // Tokens whose every use is from an address in use (`check` is sorted
     // by token).
-    let mut all_in_use = std::collections::HashSet::new();
-    let mut start = 0;
-    while start < check.len() {
-        let token_id = check[start].token_id;
-        let end = start + check[start..].partition_point(|u| u.token_id == token_id);
-        if check[start..end].iter().all(in_use) {
-            all_in_use.insert(token_id);
-        }
-        start = end;
-    }
+    let all_in_use: std::collections::HashSet<i64> = check
+        .chunk_by(|a, b| a.token_id == b.token_id)
+        .filter(|uses| uses.iter().all(in_use))
+        .map(|uses| uses[0].token_id)
+        .collect();
     let (known, mut rest): (Vec<IpUse>, Vec<IpUse>) = check
         .into_iter()
         .partition(|u| all_in_use.contains(&u.token_id));
     if known.is_empty() {
         return Ok(rest);
     }
-    let rows: Vec<(i64, String, i64)> = known
-        .iter()
-        .map(|u| (u.token_id, u.seen.ip.to_string(), u.seen.last_at))
-        .collect();
-    if let Err(error) = token_ips::touch_known(db, &rows).await {
+    if let Err(error) = touch(db, &known).await {
         rest.extend(known);
         rest.sort_by_key(|u| (u.token_id, u.seen.first_at));
         return Err((rest, error));
     }
-    let mut start = 0;
-    while start < known.len() {
-        let token_id = known[start].token_id;
-        let end = start + known[start..].partition_point(|u| u.token_id == token_id);
+    for uses in known.chunk_by(|a, b| a.token_id == b.token_id) {
+        let token_id = uses[0].token_id;
         let mut view = stored.remove(&token_id).unwrap_or_default();
-        for u in &known[start..end] {
+        for u in uses {
             if let Some(entry) = view.iter_mut().find(|(ip, _)| *ip == u.seen.ip) {
                 entry.1 = entry.1.max(u.seen.last_at);
             }
         }
         done.learned.push((token_id, view));
-        start = end;
     }
     Ok(rest)
+}
+
+/// Moves the last-seen time of addresses the store already has, in one statement.
+async fn touch(db: &Db, uses: &[IpUse]) -> Result<(), StoreError> {
+    let rows: Vec<(i64, String, i64)> = uses
+        .iter()
+        .map(|u| (u.token_id, u.seen.ip.to_string(), u.seen.last_at))
+        .collect();
+    token_ips::touch_known(db, &rows).await
 }
 
 /// Tokens per statement when reading stored addresses.
